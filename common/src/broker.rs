@@ -1,0 +1,186 @@
+//! RabbitMQ connection (with back-off) and the topology both binaries declare.
+//!
+//! ```text
+//! api relay ──▶ <exchange> (topic) ──order.created / *_requested──▶ <queue> (quorum) ──▶ workers
+//!                    ▲                                                    │ delivery limit
+//!   <exchange>.retry ─▶ <queue>.retry (TTL, dead-letters back) ◀──────────┤ early / transient
+//!                                                                         ▼
+//!                                 <exchange>.dead ─▶ <queue>.dead (operators re-drive)
+//! ```
+
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
+use lapin::{
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::BrokerSettings, events::EventType};
+
+/// Upper bound for any single broker call, so an unresponsive broker never hangs a task.
+pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Names of every exchange and queue, derived from the settings.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub exchange: String,
+    pub queue: String,
+    pub retry_exchange: String,
+    pub retry_queue: String,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+}
+
+impl Topology {
+    pub fn new(settings: &BrokerSettings) -> Self {
+        Self {
+            exchange: settings.exchange.clone(),
+            queue: settings.queue.clone(),
+            retry_exchange: format!("{}.retry", settings.exchange),
+            retry_queue: format!("{}.retry", settings.queue),
+            dead_letter_exchange: format!("{}.dead", settings.exchange),
+            dead_letter_queue: format!("{}.dead", settings.queue),
+        }
+    }
+
+    /// Declares everything (idempotent). `delivery_limit` bounds redeliveries of a message
+    /// that crashes its consumer before the broker dead-letters it.
+    pub async fn declare(&self, channel: &Channel, delivery_limit: u32) -> anyhow::Result<()> {
+        for (name, kind) in [
+            (&self.exchange, ExchangeKind::Topic),
+            (&self.retry_exchange, ExchangeKind::Topic),
+            (&self.dead_letter_exchange, ExchangeKind::Topic),
+        ] {
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    kind,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("declaring exchange {name}"))?;
+        }
+
+        let mut work = quorum_arguments();
+        work.insert(
+            "x-dead-letter-exchange".into(),
+            string(&self.dead_letter_exchange),
+        );
+        // RabbitMQ 3.x has no default delivery limit; without one a poison message loops forever.
+        work.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(i32::try_from(delivery_limit).unwrap_or(i32::MAX)),
+        );
+        declare_queue(channel, &self.queue, work).await?;
+        for event in EventType::COMMANDS {
+            bind(channel, &self.queue, &self.exchange, event.routing_key()).await?;
+        }
+
+        // Messages wait here for their per-message TTL, then dead-letter back to the main
+        // exchange with their routing key. A classic queue: it honours per-message expiry.
+        let mut retry = FieldTable::default();
+        retry.insert("x-dead-letter-exchange".into(), string(&self.exchange));
+        declare_queue(channel, &self.retry_queue, retry).await?;
+        bind(channel, &self.retry_queue, &self.retry_exchange, "#").await?;
+
+        declare_queue(channel, &self.dead_letter_queue, quorum_arguments()).await?;
+        bind(channel, &self.dead_letter_queue, &self.dead_letter_exchange, "#").await?;
+        Ok(())
+    }
+}
+
+fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+fn quorum_arguments() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), string("quorum"));
+    args
+}
+
+async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> anyhow::Result<()> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .with_context(|| format!("declaring queue {name}"))?;
+    Ok(())
+}
+
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> anyhow::Result<()> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("binding {queue} to {exchange} with {key}"))?;
+    Ok(())
+}
+
+/// The broker address without credentials, safe to log.
+pub fn display_url(settings: &BrokerSettings) -> String {
+    let url = settings.url.expose();
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+/// One connection attempt, bounded in time, with an error that says how to fix it.
+pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    let attempt = Connection::connect(settings.url.expose(), properties);
+    let connection = tokio::time::timeout(BROKER_CALL_TIMEOUT, attempt)
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|result| result.map_err(anyhow::Error::from))
+        .with_context(|| {
+            format!(
+                "cannot reach RabbitMQ at {}: start it with `rabbitmq-server -detached` \
+                 (or `docker compose up -d rabbitmq`) or set AMQP_URL",
+                display_url(settings)
+            )
+        })?;
+    Ok(connection)
+}
+
+/// Connects, retrying with exponential back-off until it succeeds or `shutdown` fires
+/// (then `None`). Each failure is logged once with its fix.
+pub async fn connect_with_retry(
+    settings: &BrokerSettings,
+    name: &str,
+    shutdown: &CancellationToken,
+) -> Option<Connection> {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times();
+    let attempt = || connect(settings, name);
+    let retrying = attempt.retry(backoff).notify(|error, delay| {
+        tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "broker unavailable");
+    });
+    tokio::select! {
+        result = retrying => result.ok(),
+        () = shutdown.cancelled() => None,
+    }
+}

@@ -1,0 +1,221 @@
+//! The order lifecycle as a pure function: which transitions exist and who may ask for them.
+//!
+//! ```text
+//! pending ─system─▶ confirmed ─staff─▶ processing ─staff─▶ shipped ─staff─▶ delivered ─staff─▶ refunded
+//!    ├─system (out of stock)─▶ cancelled
+//!    └─ cancel: customer while pending/confirmed; staff up to processing ─▶ cancelled
+//! ```
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Role;
+
+/// Where an order is in its life.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "order_status", rename_all = "lowercase")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Processing,
+    Shipped,
+    Delivered,
+    Cancelled,
+    Refunded,
+}
+
+/// Who asks for a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// The worker, deciding on stock.
+    System,
+    User(Role),
+}
+
+/// Why a transition is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("the order is already {0}")]
+    Unchanged(OrderStatus),
+    #[error("the order is {0}, which is final")]
+    Terminal(OrderStatus),
+    #[error("an order cannot go from {from} to {to}")]
+    Impossible { from: OrderStatus, to: OrderStatus },
+    #[error("a {role} may not move an order from {from} to {to}")]
+    NotPermitted {
+        role: &'static str,
+        from: OrderStatus,
+        to: OrderStatus,
+    },
+}
+
+impl TransitionError {
+    /// A short machine-readable reason, stored in the timeline.
+    pub fn code(self) -> &'static str {
+        match self {
+            TransitionError::Unchanged(_) => "unchanged",
+            TransitionError::Terminal(_) => "terminal",
+            TransitionError::Impossible { .. } => "invalid_transition",
+            TransitionError::NotPermitted { .. } => "not_permitted",
+        }
+    }
+}
+
+impl OrderStatus {
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::Pending,
+        OrderStatus::Confirmed,
+        OrderStatus::Processing,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::Refunded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "pending",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Processing => "processing",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, OrderStatus::Cancelled | OrderStatus::Refunded)
+    }
+
+    /// Stock stays reserved from confirmation until the goods leave the warehouse.
+    pub fn holds_reserved_stock(self) -> bool {
+        matches!(self, OrderStatus::Confirmed | OrderStatus::Processing)
+    }
+
+    /// Moving to this status needs a tracking number.
+    pub fn requires_tracking_number(self) -> bool {
+        self == OrderStatus::Shipped
+    }
+
+    /// Checks `self → to` asked by `by`. The single source of truth for the lifecycle.
+    pub fn transition(self, to: OrderStatus, by: Initiator) -> Result<(), TransitionError> {
+        use OrderStatus::*;
+        if self == to {
+            return Err(TransitionError::Unchanged(self));
+        }
+        if self.is_terminal() {
+            return Err(TransitionError::Terminal(self));
+        }
+        let exists = matches!(
+            (self, to),
+            (Pending, Confirmed)
+                | (Confirmed, Processing)
+                | (Processing, Shipped)
+                | (Shipped, Delivered)
+                | (Delivered, Refunded)
+                | (Pending | Confirmed | Processing, Cancelled)
+        );
+        if !exists {
+            return Err(TransitionError::Impossible { from: self, to });
+        }
+        let permitted = match by {
+            Initiator::System => matches!((self, to), (Pending, Confirmed | Cancelled)),
+            Initiator::User(Role::Customer) => {
+                matches!((self, to), (Pending | Confirmed, Cancelled))
+            }
+            Initiator::User(Role::Vendor | Role::Admin) => to != Confirmed,
+        };
+        if permitted {
+            Ok(())
+        } else {
+            let role = match by {
+                Initiator::System => "system",
+                Initiator::User(role) => role.as_str(),
+            };
+            Err(TransitionError::NotPermitted { role, from: self, to })
+        }
+    }
+}
+
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderStatus::*;
+
+    const CUSTOMER: Initiator = Initiator::User(Role::Customer);
+    const VENDOR: Initiator = Initiator::User(Role::Vendor);
+    const ADMIN: Initiator = Initiator::User(Role::Admin);
+    const SYSTEM: Initiator = Initiator::System;
+
+    /// The complete table of allowed (from, to, initiator) triples.
+    fn allowed(from: OrderStatus, to: OrderStatus, by: Initiator) -> bool {
+        let staff = by == VENDOR || by == ADMIN;
+        match (from, to) {
+            (Pending, Confirmed) => by == SYSTEM,
+            (Pending, Cancelled) => true,
+            (Confirmed, Cancelled) => by == CUSTOMER || staff,
+            (Processing, Cancelled) => staff,
+            (Confirmed, Processing)
+            | (Processing, Shipped)
+            | (Shipped, Delivered)
+            | (Delivered, Refunded) => staff,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn every_status_pair_for_every_initiator_matches_the_lifecycle_table() {
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                for by in [SYSTEM, CUSTOMER, VENDOR, ADMIN] {
+                    assert_eq!(
+                        from.transition(to, by).is_ok(),
+                        allowed(from, to, by),
+                        "{from} -> {to} by {by:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_statuses_refuse_everything() {
+        for to in OrderStatus::ALL {
+            assert!(Cancelled.transition(to, ADMIN).is_err());
+            assert!(Refunded.transition(to, ADMIN).is_err());
+        }
+        assert_eq!(
+            Cancelled.transition(Confirmed, SYSTEM),
+            Err(TransitionError::Terminal(Cancelled))
+        );
+    }
+
+    #[test]
+    fn refusals_explain_themselves() {
+        assert_eq!(Shipped.transition(Shipped, VENDOR), Err(TransitionError::Unchanged(Shipped)));
+        assert_eq!(
+            Delivered.transition(Processing, VENDOR),
+            Err(TransitionError::Impossible { from: Delivered, to: Processing })
+        );
+        let refused = Processing.transition(Cancelled, CUSTOMER).unwrap_err();
+        assert_eq!(refused.code(), "not_permitted");
+        assert_eq!(refused.to_string(), "a customer may not move an order from processing to cancelled");
+    }
+
+    #[test]
+    fn only_shipping_needs_a_tracking_number() {
+        for status in OrderStatus::ALL {
+            assert_eq!(status.requires_tracking_number(), status == Shipped);
+        }
+    }
+}

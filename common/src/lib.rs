@@ -1,0 +1,10 @@
+//! Pieces shared by the Orderflow api and worker: settings, the database pool and
+//! migrations, the RabbitMQ topology, telemetry, event envelopes and the domain types.
+
+pub mod broker;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod shutdown;
+pub mod telemetry;
