@@ -1,1 +1,103 @@
-//! placeholder
+//! The Orderflow HTTP API: `app` builds the router from state; `serve` runs it until shutdown.
+
+pub mod accounts;
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod pagination;
+pub mod relay;
+pub mod routes;
+pub mod state;
+pub mod validation;
+
+use axum::{
+    Json, Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, header},
+};
+use common::config::Settings;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{error::ApiError, state::AppState};
+
+/// The OpenAPI document and the routes it describes.
+pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(routes::router())
+        .split_for_parts()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (routes, openapi) = documented_routes();
+    let body_limit = state.settings.http.body_limit_bytes;
+    let cors = cors_layer(&state.settings);
+    let inner = routes
+        .route("/", axum::routing::get(root))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { ApiError::NotFound("No such route.") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state);
+    // Layers of an outer router run before routing, so the path is trimmed before it is matched.
+    Router::new()
+        .fallback_service(inner)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(middleware::trim_trailing_slash))
+        .layer(cors)
+        .layer(axum::middleware::from_fn(middleware::request_context))
+}
+
+fn cors_layer(settings: &Settings) -> CorsLayer {
+    let origins = &settings.http.cors_origins;
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static(middleware::REQUEST_ID_HEADER),
+        ])
+        .expose_headers([HeaderName::from_static(middleware::REQUEST_ID_HEADER)])
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` fires, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// `GET /`: where to find the docs.
+async fn root() -> Json<serde_json::Value> {
+    Json(
+        serde_json::json!({ "service": "orderflow-api", "docs": "/docs", "openapi": "/openapi.json" }),
+    )
+}

@@ -1,1 +1,69 @@
-fn main() {}
+//! `api` binary: loads settings, starts telemetry and runs the chosen command.
+
+use anyhow::Context;
+use api::{
+    cli::{Cli, Command},
+    relay::Relay,
+    state::AppState,
+};
+use clap::Parser;
+use common::{config::Settings, db, shutdown, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    if let Err(error) = run().await {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let pool = db::connect(&settings.database).await?;
+            db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::CreateUser {
+            role,
+            email,
+            username,
+            full_name,
+        } => api::cli::create_user(&settings, &role, email, username, full_name).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init(&settings.log, "api")?;
+    let pool = db::connect(&settings.database).await?;
+    db::migrate(&pool).await?;
+    let address = format!("{}:{}", settings.http.host, settings.http.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {address}: is another process using the port? set HOST/PORT")
+        })?;
+    let state = AppState::new(pool, settings).await?;
+    let shutdown = CancellationToken::new();
+    shutdown::cancel_on_signal(shutdown.clone());
+
+    let relay = Relay {
+        pool: state.pool.clone(),
+        settings: state.settings.clone(),
+        status: state.broker.clone(),
+        wake: state.outbox_wake.clone(),
+    };
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    tracing::info!(%address, "orderflow api listening; docs at /docs");
+    api::serve(listener, state, shutdown.clone()).await?;
+    // The server has drained; let the relay publish what the last requests wrote.
+    shutdown.cancel();
+    relay_task.await.context("outbox relay panicked")?;
+    tracing::info!("api stopped");
+    Ok(())
+}

@@ -92,7 +92,13 @@ impl Topology {
         bind(channel, &self.retry_queue, &self.retry_exchange, "#").await?;
 
         declare_queue(channel, &self.dead_letter_queue, quorum_arguments()).await?;
-        bind(channel, &self.dead_letter_queue, &self.dead_letter_exchange, "#").await?;
+        bind(
+            channel,
+            &self.dead_letter_queue,
+            &self.dead_letter_exchange,
+            "#",
+        )
+        .await?;
         Ok(())
     }
 }

@@ -155,7 +155,10 @@ impl Settings {
         Ok(Self {
             environment,
             database: DatabaseSettings {
-                url: Secret::new(get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orderflow")),
+                url: Secret::new(get(
+                    "DATABASE_URL",
+                    "postgres://postgres@127.0.0.1:5432/orderflow",
+                )),
                 max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 10, "a whole number")?,
                 acquire_timeout: Duration::from_millis(parse(
                     &lookup,
@@ -197,7 +200,12 @@ impl Settings {
                 filter: get("RUST_LOG", "info,sqlx=warn,lapin=warn"),
             },
             worker: WorkerSettings {
-                prefetch: parse(&lookup, "WORKER_PREFETCH", 16, "a whole number from 1 to 65535")?,
+                prefetch: parse(
+                    &lookup,
+                    "WORKER_PREFETCH",
+                    16,
+                    "a whole number from 1 to 65535",
+                )?,
                 max_attempts: parse(&lookup, "WORKER_MAX_ATTEMPTS", 5, "a whole number")?,
             },
         })
@@ -220,7 +228,10 @@ fn parse<T: std::str::FromStr>(
 ) -> Result<T, ConfigError> {
     match lookup(name) {
         None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|_| invalid(name, &raw, expected)),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| invalid(name, &raw, expected)),
     }
 }
 
@@ -230,8 +241,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 

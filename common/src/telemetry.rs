@@ -12,11 +12,16 @@ pub struct TelemetryGuard {
 
 /// Installs the global subscriber. `app` names the log file (`<app>.log.YYYY-MM-DD`).
 pub fn init(settings: &LogSettings, app: &str) -> anyhow::Result<TelemetryGuard> {
-    let filter = EnvFilter::try_new(&settings.filter)
-        .map_err(|e| anyhow::anyhow!("RUST_LOG {:?} is not a valid filter: {e}", settings.filter))?;
+    let filter = EnvFilter::try_new(&settings.filter).map_err(|e| {
+        anyhow::anyhow!("RUST_LOG {:?} is not a valid filter: {e}", settings.filter)
+    })?;
     let console = match settings.format {
         LogFormat::Pretty => fmt::layer().with_target(false).boxed(),
-        LogFormat::Json => fmt::layer().json().flatten_event(true).with_current_span(true).boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .boxed(),
     };
     let (file_layer, guard) = match &settings.dir {
         Some(dir) => {

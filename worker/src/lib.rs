@@ -1,1 +1,3 @@
-//! placeholder
+//! The Orderflow worker: consumes order commands from RabbitMQ and applies them to PostgreSQL.
+
+pub mod consumer;

@@ -46,7 +46,9 @@ impl Money {
             return Err(MoneyError::Malformed);
         }
         let whole: i64 = whole.parse().map_err(|_| MoneyError::Overflow)?;
-        let cents: i64 = format!("{fraction:0<2}").parse().map_err(|_| MoneyError::Malformed)?;
+        let cents: i64 = format!("{fraction:0<2}")
+            .parse()
+            .map_err(|_| MoneyError::Malformed)?;
         whole
             .checked_mul(100)
             .and_then(|w| w.checked_add(cents))
@@ -130,7 +132,10 @@ mod tests {
             assert_eq!(Money::parse(bad), Err(MoneyError::Malformed), "{bad:?}");
         }
         assert_eq!(Money::parse("-1.00"), Err(MoneyError::Negative));
-        assert_eq!(Money::parse("99999999999999999999"), Err(MoneyError::Overflow));
+        assert_eq!(
+            Money::parse("99999999999999999999"),
+            Err(MoneyError::Overflow)
+        );
     }
 
     #[test]
@@ -154,7 +159,10 @@ mod tests {
 
     #[test]
     fn serializes_as_a_decimal_string() {
-        assert_eq!(serde_json::to_string(&Money(2500)).expect("json"), "\"25.00\"");
+        assert_eq!(
+            serde_json::to_string(&Money(2500)).expect("json"),
+            "\"25.00\""
+        );
     }
 
     #[test]

@@ -12,9 +12,7 @@ use utoipa::ToSchema;
 use super::Role;
 
 /// Where an order is in its life.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "order_status", rename_all = "lowercase")]
 pub enum OrderStatus {
@@ -136,7 +134,11 @@ impl OrderStatus {
                 Initiator::System => "system",
                 Initiator::User(role) => role.as_str(),
             };
-            Err(TransitionError::NotPermitted { role, from: self, to })
+            Err(TransitionError::NotPermitted {
+                role,
+                from: self,
+                to,
+            })
         }
     }
 }
@@ -202,14 +204,23 @@ mod tests {
 
     #[test]
     fn refusals_explain_themselves() {
-        assert_eq!(Shipped.transition(Shipped, VENDOR), Err(TransitionError::Unchanged(Shipped)));
+        assert_eq!(
+            Shipped.transition(Shipped, VENDOR),
+            Err(TransitionError::Unchanged(Shipped))
+        );
         assert_eq!(
             Delivered.transition(Processing, VENDOR),
-            Err(TransitionError::Impossible { from: Delivered, to: Processing })
+            Err(TransitionError::Impossible {
+                from: Delivered,
+                to: Processing
+            })
         );
         let refused = Processing.transition(Cancelled, CUSTOMER).unwrap_err();
         assert_eq!(refused.code(), "not_permitted");
-        assert_eq!(refused.to_string(), "a customer may not move an order from processing to cancelled");
+        assert_eq!(
+            refused.to_string(),
+            "a customer may not move an order from processing to cancelled"
+        );
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! The `CurrentUser` extractor: a valid bearer token of an active user, or 401.
+
+use axum::{
+    extract::FromRequestParts,
+    http::{header, request::Parts},
+};
+use common::domain::Role;
+use uuid::Uuid;
+
+use crate::{accounts, error::ApiError, state::AppState};
+
+/// The authenticated caller. Role and active flag are read from the database on every
+/// request, so a deactivation or a role change takes effect at once.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: Uuid,
+    pub role: Role,
+}
+
+const BAD_TOKEN: &str = "A valid bearer token is required.";
+
+impl CurrentUser {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("Only an admin may do this."))
+        }
+    }
+
+    pub fn require_staff(&self) -> Result<(), ApiError> {
+        if self.role.is_staff() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "Only a vendor or an admin may do this.",
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
+        let claims = state
+            .jwt
+            .verify(token)
+            .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
+        let mut conn = state.pool.acquire().await?;
+        let user = accounts::find_by_id(&mut conn, claims.sub)
+            .await?
+            .filter(|user| user.is_active)
+            .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
+        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        Ok(CurrentUser {
+            id: user.id,
+            role: user.role,
+        })
+    }
+}

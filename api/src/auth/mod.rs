@@ -1,0 +1,9 @@
+//! Authentication: password hashing, access tokens (JWT), refresh tokens and the
+//! `CurrentUser` extractor that guards every protected route.
+
+mod current_user;
+pub mod jwt;
+pub mod password;
+pub mod refresh;
+
+pub use current_user::CurrentUser;

@@ -1,0 +1,206 @@
+//! The one error type of the HTTP layer, rendered as RFC 9457 `application/problem+json`.
+//!
+//! Variants carry only client-safe text; `Internal` keeps its cause for the log and answers
+//! with an opaque 500.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One invalid input field, named by its JSON path (`items[0].quantity`).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document, as sent to clients.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem (`/problems/validation`).
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// Machine-readable reason (`price_changed`, `email_taken`, …).
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    #[error("invalid input")]
+    Validation(Vec<FieldError>),
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict ({code}): {detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("too many requests")]
+    TooManyRequests,
+    #[error("service unavailable: {0}")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A single invalid field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Conflict {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn problem(self) -> Problem {
+        let status = self.status();
+        let (code, detail, errors) = match self {
+            ApiError::BadRequest(detail) => ("malformed_request", detail, vec![]),
+            ApiError::Validation(errors) => (
+                "validation_failed",
+                "The request has invalid fields; see `errors`.".to_owned(),
+                errors,
+            ),
+            ApiError::Unauthorized(detail) => ("unauthorized", detail.to_owned(), vec![]),
+            ApiError::Forbidden(detail) => ("forbidden", detail.to_owned(), vec![]),
+            ApiError::NotFound(detail) => ("not_found", detail.to_owned(), vec![]),
+            ApiError::MethodNotAllowed => (
+                "method_not_allowed",
+                "This path does not accept that method.".to_owned(),
+                vec![],
+            ),
+            ApiError::Conflict { code, detail } => (code, detail, vec![]),
+            ApiError::PayloadTooLarge => (
+                "payload_too_large",
+                "The request body is larger than this server accepts.".to_owned(),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType(detail) => {
+                ("unsupported_media_type", detail.to_owned(), vec![])
+            }
+            ApiError::TooManyRequests => (
+                "rate_limited",
+                "Too many requests; retry later.".to_owned(),
+                vec![],
+            ),
+            ApiError::Unavailable(detail) => ("unavailable", detail.to_owned(), vec![]),
+            ApiError::Internal(_) => (
+                "internal_error",
+                "Something went wrong on our side; it has been logged.".to_owned(),
+                vec![],
+            ),
+        };
+        Problem {
+            problem_type: format!("/problems/{}", code.replace('_', "-")),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            code,
+            errors,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// A database that cannot be reached is a 503 the client may retry; anything else is a bug.
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %error, "database unavailable");
+                ApiError::Unavailable("The database is unavailable; retry shortly.")
+            }
+            other => ApiError::Internal(anyhow::Error::new(other).context("database error")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        let unauthorized = matches!(self, ApiError::Unauthorized(_));
+        let mut response = (status, problem_json(&self.problem())).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if unauthorized {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="orderflow""#),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn problem_json(problem: &Problem) -> String {
+    serde_json::to_string(problem).unwrap_or_else(|_| {
+        r#"{"type":"/problems/internal-error","title":"Internal Server Error","status":500}"#
+            .to_owned()
+    })
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The name of the violated constraint, when `error` is a unique violation.
+pub fn unique_violation(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => db.constraint(),
+        _ => None,
+    }
+}

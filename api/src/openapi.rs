@@ -1,0 +1,45 @@
+//! The OpenAPI 3.1 document: every route registered through `OpenApiRouter` adds itself;
+//! this module adds the title, tags and the bearer (OAuth2 password) security scheme.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme},
+};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Orderflow API",
+        description = "Order processing backend: customers place orders, vendors fulfil them, \
+                       workers apply every status change from a message queue. \
+                       Errors are RFC 9457 `application/problem+json` documents.",
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "auth", description = "Registration, login and tokens"),
+        (name = "users", description = "Profiles and user management"),
+        (name = "health", description = "Liveness and readiness probes"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer` scheme: an OAuth2 password flow against `/api/auth/login`, which
+/// gives the docs' Authorize button a username/password form.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::Password(Password::new(
+                    "/api/auth/login",
+                    Scopes::new(),
+                ))],
+                "Sign in with username (or email) and password; the access token is sent as \
+                 `Authorization: Bearer <token>`.",
+            )),
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Page parameters and the `{items, total, page, size, pages}` envelope of every list.
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+
+pub const MAX_PAGE_SIZE: i64 = 100;
+const DEFAULT_PAGE_SIZE: i64 = 20;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1-based page number (default 1).
+    pub page: Option<i64>,
+    /// Items per page, 1 to 100 (default 20).
+    pub size: Option<i64>,
+}
+
+/// A validated page request.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub page: i64,
+    pub size: i64,
+}
+
+impl PageRequest {
+    pub fn offset(self) -> i64 {
+        (self.page - 1) * self.size
+    }
+}
+
+impl PageParams {
+    pub fn validate(&self) -> Result<PageRequest, ApiError> {
+        let page = self.page.unwrap_or(1);
+        let size = self.size.unwrap_or(DEFAULT_PAGE_SIZE);
+        let mut errors = Vec::new();
+        if page < 1 {
+            errors.push(crate::error::FieldError::new("page", "must be 1 or more"));
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&size) {
+            errors.push(crate::error::FieldError::new(
+                "size",
+                "must be from 1 to 100",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(PageRequest { page, size })
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub page: i64,
+    pub size: i64,
+    pub pages: i64,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, total: i64, request: PageRequest) -> Self {
+        Self {
+            items,
+            total,
+            page: request.page,
+            size: request.size,
+            pages: (total + request.size - 1) / request.size,
+        }
+    }
+
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            total: self.total,
+            page: self.page,
+            size: self.size,
+            pages: self.pages,
+        }
+    }
+}

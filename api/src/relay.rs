@@ -1,0 +1,237 @@
+//! The outbox relay: publishes rows of `outbox` to RabbitMQ with publisher confirms and
+//! stamps them sent only after the broker confirmed them.
+//!
+//! It wakes right after a commit (`AppState::outbox_wake`) and also sweeps on a timer, so
+//! rows left behind by a crash or an outage go out too. Rows are claimed with
+//! `FOR UPDATE SKIP LOCKED`, so any number of api replicas can relay side by side.
+//! While the broker is down the rows wait and the relay reconnects with back-off.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use common::{
+    broker::{self, BROKER_CALL_TIMEOUT, Topology},
+    config::Settings,
+    events::Envelope,
+};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, PublisherConfirm,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
+};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::BrokerStatus;
+
+const BATCH_SIZE: i64 = 200;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const DATABASE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+pub struct Relay {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub status: BrokerStatus,
+    pub wake: Arc<Notify>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    routing_key: String,
+    payload: serde_json::Value,
+}
+
+/// Why a publishing round stopped.
+enum RoundError {
+    /// The channel or connection failed: reconnect.
+    Broker(anyhow::Error),
+    /// The database failed: wait and try again on the same channel.
+    Database(anyhow::Error),
+}
+
+impl Relay {
+    /// Runs until `shutdown`, reconnecting to the broker whenever it is lost.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let topology = Topology::new(&self.settings.broker);
+        while !shutdown.is_cancelled() {
+            let Some(connection) =
+                broker::connect_with_retry(&self.settings.broker, "orderflow-api-relay", &shutdown)
+                    .await
+            else {
+                break;
+            };
+            match self.session(&connection, &topology, &shutdown).await {
+                Ok(()) => {}
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "outbox relay lost the broker; reconnecting"
+                ),
+            }
+            self.status.set_connected(false);
+            let _ = tokio::time::timeout(
+                BROKER_CALL_TIMEOUT,
+                connection.close(200, "relay stopping".into()),
+            )
+            .await;
+        }
+        tracing::info!("outbox relay stopped");
+    }
+
+    async fn session(
+        &self,
+        connection: &Connection,
+        topology: &Topology,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("opening a channel")?;
+        topology
+            .declare(&channel, self.settings.worker.max_attempts)
+            .await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("enabling publisher confirms")?;
+        self.status.set_connected(true);
+        tracing::info!(broker = %broker::display_url(&self.settings.broker), "outbox relay connected");
+        loop {
+            match self.publish_round(&channel, topology).await {
+                Ok(published) if published as i64 == BATCH_SIZE => continue,
+                Ok(_) => {}
+                Err(RoundError::Broker(error)) => return Err(error),
+                Err(RoundError::Database(error)) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "outbox relay cannot read the database; retrying"
+                    );
+                    tokio::time::sleep(DATABASE_RETRY_DELAY).await;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(SWEEP_INTERVAL) => {},
+            }
+            if !connection.status().connected() {
+                anyhow::bail!("connection closed");
+            }
+        }
+    }
+
+    /// Publishes one batch of unsent rows and stamps those the broker confirmed.
+    async fn publish_round(
+        &self,
+        channel: &Channel,
+        topology: &Topology,
+    ) -> Result<usize, RoundError> {
+        let database = |e: sqlx::Error| RoundError::Database(e.into());
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT id, routing_key, payload FROM outbox WHERE published_at IS NULL
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(BATCH_SIZE)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(database)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut confirms = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let confirm = publish(channel, topology, row)
+                .await
+                .map_err(RoundError::Broker)?;
+            confirms.push((row.id, confirm));
+        }
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut failed = Vec::new();
+        for (id, confirm) in confirms {
+            match tokio::time::timeout(BROKER_CALL_TIMEOUT, confirm).await {
+                Ok(Ok(Confirmation::Ack(None))) => sent.push(id),
+                Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                    failed.push((id, "unroutable: no queue is bound for it"))
+                }
+                Ok(Ok(Confirmation::Nack(_))) => {
+                    failed.push((id, "the broker refused the message"))
+                }
+                Ok(Ok(Confirmation::NotRequested)) => {
+                    failed.push((id, "publisher confirms are off"))
+                }
+                Ok(Err(error)) => return Err(RoundError::Broker(error.into())),
+                Err(_) => {
+                    return Err(RoundError::Broker(anyhow::anyhow!(
+                        "no publisher confirm in time"
+                    )));
+                }
+            }
+        }
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+        )
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await
+        .map_err(database)?;
+        for (id, reason) in &failed {
+            tracing::error!(
+                outbox_id = id,
+                reason,
+                "outbox message not accepted; will retry"
+            );
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                .bind(id)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await
+                .map_err(database)?;
+        }
+        tx.commit().await.map_err(database)?;
+        tracing::debug!(published = sent.len(), "outbox batch relayed");
+        Ok(sent.len())
+    }
+}
+
+/// Publishes one row: persistent, `message_id` = `event_id`, correlation id carried along;
+/// commands are `mandatory` so an unroutable one comes back instead of vanishing.
+async fn publish(
+    channel: &Channel,
+    topology: &Topology,
+    row: &OutboxRow,
+) -> anyhow::Result<PublisherConfirm> {
+    let envelope: Envelope = serde_json::from_value(row.payload.clone())
+        .with_context(|| format!("outbox row {} holds no valid envelope", row.id))?;
+    let body = serde_json::to_vec(&envelope)?;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-correlation-id".into(),
+        AMQPValue::LongString(envelope.correlation_id.as_str().into()),
+    );
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(envelope.event_id.to_string().into())
+        .with_correlation_id(envelope.correlation_id.as_str().into())
+        .with_type(row.routing_key.as_str().into())
+        .with_timestamp(u64::try_from(envelope.occurred_at.timestamp()).unwrap_or_default())
+        .with_headers(headers);
+    let options = BasicPublishOptions {
+        mandatory: envelope.event_type.is_command(),
+        ..Default::default()
+    };
+    let publish = channel.basic_publish(
+        topology.exchange.as_str().into(),
+        row.routing_key.as_str().into(),
+        options,
+        &body,
+        properties,
+    );
+    tokio::time::timeout(BROKER_CALL_TIMEOUT, publish)
+        .await
+        .context("publish timed out")?
+        .context("publish failed")
+}

@@ -1,0 +1,395 @@
+//! `/api/users`: a user's own profile, and user management for admins.
+
+use axum::{Json, extract::State};
+use common::domain::Role;
+use serde::Deserialize;
+use sqlx::PgConnection;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    accounts::{self, PASSWORD_LENGTH, USERNAME_LENGTH, User, UserResponse, user_columns},
+    auth::{CurrentUser, password, refresh},
+    error::{ApiError, ApiResult, Problem},
+    extract::{AppJson, AppPath, AppQuery},
+    pagination::{Page, PageParams, PageRequest},
+    state::AppState,
+    validation::Violations,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_me, update_me))
+        .routes(routes!(list_users))
+        .routes(routes!(search_users))
+        .routes(routes!(get_user, update_user, deactivate_user))
+}
+
+/// Changes to one's own profile. Role and active flag are not here: only admins set them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub full_name: Option<String>,
+    /// Required to set `new_password`.
+    pub current_password: Option<String>,
+    pub new_password: Option<String>,
+}
+
+/// An admin's changes to any account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUpdateUserRequest {
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+    pub username: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListUsersParams {
+    pub page: Option<i64>,
+    pub size: Option<i64>,
+    /// Only users of this role.
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchUsersParams {
+    /// At least 2 characters; matched case-insensitively in username, email and full name.
+    pub q: String,
+    pub page: Option<i64>,
+    pub size: Option<i64>,
+}
+
+#[utoipa::path(
+    get, path = "/api/users/me", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_me(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> ApiResult<Json<UserResponse>> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(load(&mut conn, me.id).await?.into()))
+}
+
+#[utoipa::path(
+    put, path = "/api/users/me", tag = "users", security(("bearer" = [])),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, a `role` field, or a wrong current password", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_me(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppJson(body): AppJson<UpdateMeRequest>,
+) -> ApiResult<Json<UserResponse>> {
+    let mut v = Violations::new();
+    validate_profile(
+        &mut v,
+        body.email.as_deref(),
+        body.username.as_deref(),
+        body.full_name.as_deref(),
+    );
+    if let Some(new_password) = &body.new_password {
+        v.length(
+            new_password,
+            "new_password",
+            PASSWORD_LENGTH.0,
+            PASSWORD_LENGTH.1,
+        );
+        v.check(
+            body.current_password.is_some(),
+            "current_password",
+            "is required to change the password",
+        );
+    }
+    v.finish()?;
+
+    let mut conn = state.pool.acquire().await?;
+    let current = load(&mut conn, me.id).await?;
+    drop(conn);
+    let new_hash = match (body.new_password, body.current_password) {
+        (Some(new_password), Some(current_password)) => {
+            if !password::verify(current_password, current.password_hash).await? {
+                return Err(ApiError::invalid("current_password", "is incorrect"));
+            }
+            Some(password::hash(new_password).await?)
+        }
+        _ => None,
+    };
+    let mut tx = state.pool.begin().await?;
+    let user: User = sqlx::query_as(concat!(
+        "UPDATE users SET email = COALESCE($2, email), username = COALESCE($3, username),
+             full_name = COALESCE($4, full_name), password_hash = COALESCE($5, password_hash),
+             updated_at = now()
+         WHERE id = $1 RETURNING ",
+        user_columns!()
+    ))
+    .bind(me.id)
+    .bind(body.email.as_deref().map(str::trim))
+    .bind(body.username.as_deref().map(str::trim))
+    .bind(body.full_name.as_deref().map(str::trim))
+    .bind(&new_hash)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(accounts::map_unique)?;
+    if new_hash.is_some() {
+        // A new password ends every other session.
+        refresh::revoke_all_for_user(&mut tx, me.id).await?;
+    }
+    tx.commit().await?;
+    Ok(Json(user.into()))
+}
+
+fn validate_profile(
+    v: &mut Violations,
+    email: Option<&str>,
+    username: Option<&str>,
+    full_name: Option<&str>,
+) {
+    if let Some(email) = email {
+        v.email(email.trim(), "email");
+    }
+    if let Some(username) = username {
+        v.length(
+            username.trim(),
+            "username",
+            USERNAME_LENGTH.0,
+            USERNAME_LENGTH.1,
+        );
+    }
+    if let Some(name) = full_name {
+        v.length(name, "full_name", 0, 255);
+    }
+}
+
+async fn load(conn: &mut PgConnection, id: Uuid) -> ApiResult<User> {
+    accounts::find_by_id(conn, id)
+        .await?
+        .ok_or(ApiError::NotFound("No such user."))
+}
+
+#[utoipa::path(
+    get, path = "/api/users", tag = "users", security(("bearer" = [])),
+    params(ListUsersParams),
+    responses(
+        (status = 200, body = Page<UserResponse>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_users(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppQuery(params): AppQuery<ListUsersParams>,
+) -> ApiResult<Json<Page<UserResponse>>> {
+    me.require_admin()?;
+    let page = PageParams {
+        page: params.page,
+        size: params.size,
+    }
+    .validate()?;
+    let mut conn = state.pool.acquire().await?;
+    let users = find_page(&mut conn, params.role, None, page).await?;
+    Ok(Json(users.map(UserResponse::from)))
+}
+
+#[utoipa::path(
+    get, path = "/api/users/search", tag = "users", security(("bearer" = [])),
+    params(SearchUsersParams),
+    responses(
+        (status = 200, body = Page<UserResponse>),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`q` shorter than 2 characters", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn search_users(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppQuery(params): AppQuery<SearchUsersParams>,
+) -> ApiResult<Json<Page<UserResponse>>> {
+    me.require_admin()?;
+    let q = params.q.trim();
+    Violations::new().length(q, "q", 2, 100).finish()?;
+    let page = PageParams {
+        page: params.page,
+        size: params.size,
+    }
+    .validate()?;
+    // Escape LIKE wildcards so `q` is matched literally.
+    let pattern = format!(
+        "%{}%",
+        q.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let mut conn = state.pool.acquire().await?;
+    let users = find_page(&mut conn, None, Some(pattern), page).await?;
+    Ok(Json(users.map(UserResponse::from)))
+}
+
+macro_rules! page_filter {
+    () => {
+        " WHERE ($1::user_role IS NULL OR role = $1)
+          AND ($2::text IS NULL OR username ILIKE $2 OR email ILIKE $2 OR full_name ILIKE $2)"
+    };
+}
+
+/// One page of users of `role` (when given) matching the ILIKE `pattern` (when given), newest first.
+async fn find_page(
+    conn: &mut PgConnection,
+    role: Option<Role>,
+    pattern: Option<String>,
+    page: PageRequest,
+) -> ApiResult<Page<User>> {
+    let total: i64 = sqlx::query_scalar(concat!("SELECT count(*) FROM users", page_filter!()))
+        .bind(role)
+        .bind(&pattern)
+        .fetch_one(&mut *conn)
+        .await?;
+    let users: Vec<User> = sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users",
+        page_filter!(),
+        " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+    ))
+    .bind(role)
+    .bind(&pattern)
+    .bind(page.size)
+    .bind(page.offset())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Page::new(users, total, page))
+}
+
+#[utoipa::path(
+    get, path = "/api/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Json<UserResponse>> {
+    me.require_admin()?;
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(load(&mut conn, id).await?.into()))
+}
+
+#[utoipa::path(
+    put, path = "/api/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = AdminUpdateUserRequest,
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Taken email/username, or an admin demoting or deactivating themself", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_user(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<AdminUpdateUserRequest>,
+) -> ApiResult<Json<UserResponse>> {
+    me.require_admin()?;
+    let mut v = Violations::new();
+    validate_profile(
+        &mut v,
+        body.email.as_deref(),
+        body.username.as_deref(),
+        body.full_name.as_deref(),
+    );
+    v.finish()?;
+    let demotes_self = body.role.is_some_and(|role| role != Role::Admin);
+    let deactivates_self = body.is_active == Some(false);
+    if id == me.id && (demotes_self || deactivates_self) {
+        return Err(self_lockout());
+    }
+    let mut tx = state.pool.begin().await?;
+    let user: User = sqlx::query_as(concat!(
+        "UPDATE users SET role = COALESCE($2, role), is_active = COALESCE($3, is_active),
+             full_name = COALESCE($4, full_name), email = COALESCE($5, email),
+             username = COALESCE($6, username), updated_at = now()
+         WHERE id = $1 RETURNING ",
+        user_columns!()
+    ))
+    .bind(id)
+    .bind(body.role)
+    .bind(body.is_active)
+    .bind(body.full_name.as_deref().map(str::trim))
+    .bind(body.email.as_deref().map(str::trim))
+    .bind(body.username.as_deref().map(str::trim))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(accounts::map_unique)?
+    .ok_or(ApiError::NotFound("No such user."))?;
+    if !user.is_active {
+        refresh::revoke_all_for_user(&mut tx, id).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(target_user = %id, role = ?body.role, is_active = ?body.is_active, "user updated by admin");
+    Ok(Json(user.into()))
+}
+
+fn self_lockout() -> ApiError {
+    ApiError::conflict(
+        "self_lockout",
+        "An admin cannot demote or deactivate their own account; ask another admin.",
+    )
+}
+
+#[utoipa::path(
+    delete, path = "/api/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Deactivated (the account is kept for its orders)", body = UserResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin deactivating themself", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn deactivate_user(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Json<UserResponse>> {
+    me.require_admin()?;
+    if id == me.id {
+        return Err(self_lockout());
+    }
+    let mut tx = state.pool.begin().await?;
+    let user: User = sqlx::query_as(concat!(
+        "UPDATE users SET is_active = false, updated_at = now() WHERE id = $1 RETURNING ",
+        user_columns!()
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound("No such user."))?;
+    refresh::revoke_all_for_user(&mut tx, id).await?;
+    tx.commit().await?;
+    tracing::info!(target_user = %id, "user deactivated by admin");
+    Ok(Json(user.into()))
+}
