@@ -1,0 +1,274 @@
+//! Test harness: spawns the real api (and, when asked, the outbox relay and workers) on a
+//! random port against the test's own database and its own exchanges and queues.
+
+use std::{sync::Arc, time::Duration};
+
+use api::{accounts, auth::password, relay::Relay, state::AppState};
+use common::{broker::Topology, config::Settings, domain::Role};
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "correct-horse-battery";
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    topology: Option<Topology>,
+}
+
+/// A signed-in user.
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+/// Settings from the environment with per-test names and no log files.
+pub fn test_settings(overrides: &[(&str, &str)]) -> Settings {
+    let run = Uuid::now_v7().simple().to_string();
+    let exchange = format!("test.{run}");
+    let queue = format!("test.{run}.orders");
+    let defaults = [
+        ("AMQP_EXCHANGE", exchange.as_str()),
+        ("AMQP_QUEUE", queue.as_str()),
+        ("LOG_DIR", ""),
+    ];
+    Settings::from_lookup(|name| {
+        overrides
+            .iter()
+            .chain(defaults.iter())
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+            .or_else(|| std::env::var(name).ok())
+    })
+    .expect("test settings are valid")
+}
+
+impl TestApp {
+    /// The api alone: no broker connection (readiness reports it down).
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::start(pool, test_settings(&[]), false).await
+    }
+
+    /// The api with its outbox relay connected to RabbitMQ.
+    pub async fn spawn_with_broker(pool: PgPool) -> Self {
+        Self::start(pool, test_settings(&[]), true).await
+    }
+
+    pub async fn start(pool: PgPool, settings: Settings, with_relay: bool) -> Self {
+        let state = AppState::new(pool.clone(), settings).await.expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(api::serve(listener, state.clone(), shutdown.clone()));
+        let mut topology = None;
+        if with_relay {
+            topology = Some(Topology::new(&state.settings.broker));
+            let relay = Relay {
+                pool: pool.clone(),
+                settings: state.settings.clone(),
+                status: state.broker.clone(),
+                wake: state.outbox_wake.clone(),
+            };
+            tokio::spawn(relay.run(shutdown.clone()));
+            wait_until("the relay connects", Duration::from_secs(10), || {
+                let connected = state.broker.is_connected();
+                async move { connected }
+            })
+            .await;
+        }
+        Self {
+            address,
+            pool,
+            state,
+            client: reqwest::Client::new(),
+            shutdown,
+            topology,
+        }
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.state.settings.clone()
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(Method::PUT, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.request(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Creates an active user of `role` directly in the database, then signs in over HTTP.
+    pub async fn user(&self, role: Role, username: &str) -> TestUser {
+        let email = format!("{username}@example.com");
+        let mut conn = self.pool.acquire().await.expect("connection");
+        let user = accounts::insert(
+            &mut conn,
+            accounts::NewUser {
+                email: email.clone(),
+                username: username.to_owned(),
+                full_name: Some(format!("{username} tester")),
+                password_hash: password_hash().await,
+                role,
+            },
+        )
+        .await
+        .expect("user inserted");
+        let tokens = self.login(username, PASSWORD).await;
+        assert_eq!(
+            tokens.0,
+            StatusCode::OK,
+            "login of {username}: {}",
+            tokens.1
+        );
+        TestUser {
+            id: user.id,
+            email,
+            token: tokens.1["access_token"].as_str().expect("token").to_owned(),
+            refresh_token: tokens.1["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
+        }
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> (StatusCode, Value) {
+        let response = self
+            .post(
+                "/api/auth/login",
+                None,
+                json!({ "username": login, "password": password }),
+            )
+            .await;
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// One hash of `PASSWORD` for every user of the test binary (hashing is deliberately slow).
+async fn password_hash() -> String {
+    static HASH: OnceCell<String> = OnceCell::const_new();
+    HASH.get_or_init(|| async { password::hash(PASSWORD.to_owned()).await.expect("hash") })
+        .await
+        .clone()
+}
+
+/// Polls `check` every 20 ms until it holds, failing the test after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts the response is a problem document with `status`, returning its body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    for member in ["type", "title", "detail", "code"] {
+        assert!(body[member].is_string(), "problem lacks {member}: {body}");
+    }
+    body
+}
+
+impl Drop for TestApp {
+    /// Stops the app's tasks and deletes the test's exchanges and queues, even when the
+    /// test panicked.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let Some(topology) = self.topology.take() else {
+            return;
+        };
+        let settings = self.state.settings.broker.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let Ok(connection) = common::broker::connect(&settings, "test-cleanup").await
+                else {
+                    return;
+                };
+                let Ok(channel) = connection.create_channel().await else {
+                    return;
+                };
+                for queue in [
+                    &topology.queue,
+                    &topology.retry_queue,
+                    &topology.dead_letter_queue,
+                ] {
+                    let _ = channel
+                        .queue_delete(queue.as_str().into(), Default::default())
+                        .await;
+                }
+                for exchange in [
+                    &topology.exchange,
+                    &topology.retry_exchange,
+                    &topology.dead_letter_exchange,
+                ] {
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), Default::default())
+                        .await;
+                }
+                let _ = connection.close(200, "test done".into()).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
