@@ -10,7 +10,8 @@ CREATE TABLE products (
     description     text,
     price_minor     bigint      NOT NULL,
     currency        char(3)     NOT NULL DEFAULT 'USD',
-    -- stock counts units on hand; reserved counts units promised to confirmed orders.
+    -- stock counts units available to sell; reserved counts units held for confirmed or
+    -- processing orders (taken out of stock, not yet shipped).
     stock           integer     NOT NULL DEFAULT 0,
     reserved        integer     NOT NULL DEFAULT 0,
     is_active       boolean     NOT NULL DEFAULT true,
@@ -19,7 +20,7 @@ CREATE TABLE products (
     CONSTRAINT products_pkey PRIMARY KEY (id),
     CONSTRAINT products_price_not_negative CHECK (price_minor >= 0),
     CONSTRAINT products_stock_not_negative CHECK (stock >= 0),
-    CONSTRAINT products_reserved_within_stock CHECK (reserved >= 0 AND reserved <= stock)
+    CONSTRAINT products_reserved_not_negative CHECK (reserved >= 0)
 );
 CREATE UNIQUE INDEX products_sku_key ON products (lower(sku));
 CREATE INDEX products_name_idx ON products (lower(name));

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::{Money, OrderStatus};
+
 /// What happened or is asked for; also the AMQP routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {
@@ -78,4 +80,61 @@ pub struct Envelope {
     /// The HTTP request id that started the chain.
     pub correlation_id: String,
     pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    /// A new event with a fresh v7 id, stamped now.
+    pub fn new(
+        event_type: EventType,
+        order_id: Uuid,
+        seq: i64,
+        actor: Actor,
+        correlation_id: impl Into<String>,
+        payload: impl Serialize,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type,
+            order_id,
+            seq,
+            occurred_at: Utc::now(),
+            actor,
+            correlation_id: correlation_id.into(),
+            payload: serde_json::to_value(payload).unwrap_or_default(),
+        }
+    }
+}
+
+/// Payload of `order.created`: a summary; the order itself is in the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    pub customer_id: Uuid,
+    pub total_amount: Money,
+    pub currency: String,
+    pub items_count: i32,
+}
+
+/// Payload of `order.status_change_requested`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChangeRequested {
+    pub status: OrderStatus,
+    pub note: Option<String>,
+    pub tracking_number: Option<String>,
+}
+
+/// Payload of `order.cancel_requested`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequested {
+    pub reason: Option<String>,
+}
+
+/// Payload of `order.status_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChanged {
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+    pub reason: Option<String>,
+    pub tracking_number: Option<String>,
 }

@@ -6,5 +6,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
+pub mod timeline;

@@ -1,1 +1,129 @@
-//! Placeholder replaced by the consumer.
+//! The AMQP side of the worker: a supervisor that (re)connects with back-off, consumes with
+//! manual acknowledgements and a bounded prefetch, and on shutdown stops consuming, lets
+//! in-flight messages finish and closes the connection.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use common::{
+    broker::{self, BROKER_CALL_TIMEOUT, Topology},
+    config::Settings,
+};
+use futures_util::StreamExt;
+use lapin::{
+    Connection,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    types::FieldTable,
+};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::{self, Context as DeliveryContext};
+
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// One worker process's consumer.
+pub struct Worker {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+}
+
+impl Worker {
+    /// Consumes until `shutdown`, reconnecting whenever the broker connection is lost.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let topology = Topology::new(&self.settings.broker);
+        while !shutdown.is_cancelled() {
+            let Some(connection) =
+                broker::connect_with_retry(&self.settings.broker, "orderflow-worker", &shutdown)
+                    .await
+            else {
+                break;
+            };
+            if let Err(error) = self.session(&connection, &topology, &shutdown).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "worker lost the broker; reconnecting"
+                );
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
+            let _ = tokio::time::timeout(
+                BROKER_CALL_TIMEOUT,
+                connection.close(200, "worker stopping".into()),
+            )
+            .await;
+        }
+        tracing::info!("worker stopped");
+    }
+
+    async fn session(
+        &self,
+        connection: &Connection,
+        topology: &Topology,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("opening the consuming channel")?;
+        topology
+            .declare(&channel, self.settings.worker.max_attempts)
+            .await?;
+        channel
+            .basic_qos(self.settings.worker.prefetch, BasicQosOptions::default())
+            .await
+            .context("setting the prefetch")?;
+        // Retries and dead letters are published on their own channel, with confirms.
+        let publisher = connection
+            .create_channel()
+            .await
+            .context("opening the publishing channel")?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("enabling publisher confirms")?;
+        let tag = format!("orderflow-worker-{}", uuid::Uuid::now_v7());
+        let mut consumer = channel
+            .basic_consume(
+                topology.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .context("starting to consume")?;
+        tracing::info!(queue = %topology.queue, prefetch = self.settings.worker.prefetch, "worker consuming");
+        let context = Arc::new(DeliveryContext {
+            pool: self.pool.clone(),
+            publisher,
+            topology: topology.clone(),
+            max_attempts: self.settings.worker.max_attempts,
+        });
+        let mut in_flight = JoinSet::new();
+        let ended = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(message)) => {
+                        in_flight.spawn(delivery::process(context.clone(), message));
+                    }
+                    Some(Err(error)) => break Err(anyhow::Error::new(error).context("consuming failed")),
+                    None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+                },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        };
+        // Take no new messages; those prefetched but not started return to the queue when
+        // the channel closes. Everything started finishes (and is acked) first.
+        if ended.is_ok() {
+            let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+            let _ = tokio::time::timeout(BROKER_CALL_TIMEOUT, cancel).await;
+        }
+        let pending = in_flight.len();
+        if pending > 0 {
+            tracing::info!(pending, "finishing in-flight messages");
+        }
+        while in_flight.join_next().await.is_some() {}
+        ended
+    }
+}

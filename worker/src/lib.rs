@@ -1,3 +1,7 @@
-//! The Orderflow worker: consumes order commands from RabbitMQ and applies them to PostgreSQL.
+//! The Orderflow worker: consumes order commands from RabbitMQ and applies them to PostgreSQL,
+//! exactly once and in per-order sequence, whatever the number of competing workers.
 
 pub mod consumer;
+pub mod delivery;
+pub mod handlers;
+pub mod republish;

@@ -1,0 +1,62 @@
+//! The order timeline (`order_events`): every request, transition, refusal and notification,
+//! written in the same transaction as what it records.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{domain::OrderStatus, events::Actor};
+
+/// What kind of entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Created,
+    StatusChangeRequested,
+    CancelRequested,
+    StatusChanged,
+    Rejected,
+    Notified,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Created => "created",
+            EntryKind::StatusChangeRequested => "status_change_requested",
+            EntryKind::CancelRequested => "cancel_requested",
+            EntryKind::StatusChanged => "status_changed",
+            EntryKind::Rejected => "rejected",
+            EntryKind::Notified => "notified",
+        }
+    }
+}
+
+/// One timeline entry about to be written.
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    pub order_id: Uuid,
+    pub kind: EntryKind,
+    pub from: Option<OrderStatus>,
+    pub to: Option<OrderStatus>,
+    pub actor: &'a Actor,
+    pub reason: Option<&'a str>,
+    pub seq: Option<i64>,
+}
+
+pub async fn record(conn: &mut PgConnection, entry: Entry<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(entry.order_id)
+    .bind(entry.kind.as_str())
+    .bind(entry.from)
+    .bind(entry.to)
+    .bind(entry.actor.user_id)
+    .bind(&entry.actor.role)
+    .bind(entry.reason)
+    .bind(entry.seq)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

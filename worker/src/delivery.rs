@@ -1,0 +1,235 @@
+//! What happens to one delivery: decode, apply, then acknowledge — or schedule a retry, or
+//! dead-letter it with the reason. The acknowledgement always comes after the outcome is
+//! durable (the commit, or the confirmed republish).
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use common::{broker::Topology, events::Envelope};
+use futures_util::FutureExt;
+use lapin::{
+    Channel,
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions},
+};
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::{
+    handlers::{self, HandleError, Outcome},
+    republish,
+};
+
+/// How often an early command is put back before it is declared stuck.
+pub const EARLY_RETRY_LIMIT: u32 = 40;
+
+/// Shared by every delivery of a session.
+pub struct Context {
+    pub pool: PgPool,
+    pub publisher: Channel,
+    pub topology: Topology,
+    pub max_attempts: u32,
+}
+
+/// What to do with a delivery once its outcome is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Ack,
+    RetryLater { delay: Duration },
+    DeadLetter { reason: String },
+}
+
+/// Pure decision from an outcome and the number of earlier retries of this message.
+pub fn decide(outcome: &Result<Outcome, HandleError>, retries: u32, max_attempts: u32) -> Decision {
+    match outcome {
+        Ok(Outcome::Applied | Outcome::Duplicate) => Decision::Ack,
+        Ok(Outcome::Early { next_expected }) if retries + 1 >= EARLY_RETRY_LIMIT => {
+            Decision::DeadLetter {
+                reason: format!(
+                    "sequence gap: command {next_expected} of this order never arrived"
+                ),
+            }
+        }
+        Ok(Outcome::Early { .. }) => Decision::RetryLater {
+            delay: backoff(retries, 50, 2_000),
+        },
+        Err(HandleError::Transient(error)) if retries + 1 >= max_attempts => Decision::DeadLetter {
+            reason: format!("gave up after {max_attempts} attempts: {error:#}"),
+        },
+        Err(HandleError::Transient(_)) => Decision::RetryLater {
+            delay: backoff(retries, 500, 30_000),
+        },
+        Err(HandleError::Permanent(reason)) => Decision::DeadLetter {
+            reason: reason.clone(),
+        },
+    }
+}
+
+/// `base × 2^retries` milliseconds, capped.
+fn backoff(retries: u32, base_ms: u64, cap_ms: u64) -> Duration {
+    Duration::from_millis(base_ms.saturating_mul(1u64 << retries.min(16)).min(cap_ms))
+}
+
+/// Handles one delivery to the end. A panic in a handler nacks the message back to the
+/// queue; the queue's delivery limit dead-letters it if it keeps failing.
+pub async fn process(context: Arc<Context>, delivery: Delivery) {
+    let span = tracing::info_span!(
+        "message",
+        routing_key = %delivery.routing_key,
+        message_id = delivery.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default(),
+        order_id = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    let run = AssertUnwindSafe(process_inner(&context, &delivery)).catch_unwind();
+    match run.instrument(span.clone()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            span.in_scope(|| {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "message returned to the queue"
+                )
+            });
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+        Err(_) => {
+            span.in_scope(|| tracing::error!("handler panicked; message returned to the queue"));
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result<()> {
+    let retries = republish::retries(delivery);
+    let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            let reason = format!("malformed message: {error}");
+            tracing::error!(%reason, "dead-lettering");
+            republish::dead_letter(&context.publisher, &context.topology, delivery, &reason)
+                .await?;
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("order_id", tracing::field::display(envelope.order_id));
+    span.record("request_id", envelope.correlation_id.as_str());
+
+    // Brief hiccups (a lock timeout, a failover) are retried in place before the message is
+    // handed back to the broker for a longer wait.
+    let attempt = || handlers::handle(&context.pool, &envelope);
+    let outcome = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_times(2),
+        )
+        .when(|error| matches!(error, HandleError::Transient(_)))
+        .await;
+    let decision = decide(&outcome, retries, context.max_attempts);
+    match (&outcome, &decision) {
+        (Ok(outcome), Decision::Ack) => tracing::info!(
+            ?outcome,
+            seq = envelope.seq,
+            kind = envelope.event_type.routing_key(),
+            "message handled"
+        ),
+        (_, Decision::RetryLater { delay }) => {
+            tracing::info!(?outcome, retries, ?delay, "message will be retried")
+        }
+        (_, Decision::DeadLetter { reason }) => tracing::error!(%reason, "dead-lettering"),
+        (Err(_), Decision::Ack) => {}
+    }
+    match decision {
+        Decision::Ack => {}
+        Decision::RetryLater { delay } => {
+            republish::retry_later(&context.publisher, &context.topology, delivery, delay).await?
+        }
+        Decision::DeadLetter { reason } => {
+            republish::dead_letter(&context.publisher, &context.topology, delivery, &reason).await?
+        }
+    }
+    delivery.acker.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_and_duplicate_messages_are_acked() {
+        assert_eq!(decide(&Ok(Outcome::Applied), 0, 5), Decision::Ack);
+        assert_eq!(decide(&Ok(Outcome::Duplicate), 3, 5), Decision::Ack);
+    }
+
+    #[test]
+    fn early_commands_wait_with_growing_delays_then_dead_letter() {
+        let early = Ok(Outcome::Early { next_expected: 2 });
+        assert_eq!(
+            decide(&early, 0, 5),
+            Decision::RetryLater {
+                delay: Duration::from_millis(50)
+            }
+        );
+        assert_eq!(
+            decide(&early, 2, 5),
+            Decision::RetryLater {
+                delay: Duration::from_millis(200)
+            }
+        );
+        assert_eq!(
+            decide(&early, 10, 5),
+            Decision::RetryLater {
+                delay: Duration::from_secs(2)
+            }
+        );
+        assert!(matches!(
+            decide(&early, EARLY_RETRY_LIMIT - 1, 5),
+            Decision::DeadLetter { .. }
+        ));
+    }
+
+    #[test]
+    fn transient_failures_retry_until_the_attempt_limit() {
+        let failure = || Err(HandleError::Transient(anyhow::anyhow!("database down")));
+        assert!(matches!(
+            decide(&failure(), 0, 3),
+            Decision::RetryLater { .. }
+        ));
+        assert!(matches!(
+            decide(&failure(), 1, 3),
+            Decision::RetryLater { .. }
+        ));
+        match decide(&failure(), 2, 3) {
+            Decision::DeadLetter { reason } => {
+                assert!(reason.contains("database down"), "{reason}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn permanent_failures_dead_letter_at_once_with_their_reason() {
+        let failure = Err(HandleError::Permanent("order 42 does not exist".into()));
+        assert_eq!(
+            decide(&failure, 0, 5),
+            Decision::DeadLetter {
+                reason: "order 42 does not exist".into()
+            }
+        );
+    }
+}

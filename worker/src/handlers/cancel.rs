@@ -1,0 +1,29 @@
+//! `order.cancel_requested`: cancel when still allowed, releasing reserved stock.
+
+use common::{
+    domain::OrderStatus,
+    events::{CancelRequested, Envelope},
+};
+use sqlx::PgConnection;
+
+use super::{
+    HandleError, LockedOrder, payload,
+    transition::{self, Applied},
+};
+
+pub async fn apply(
+    conn: &mut PgConnection,
+    order: &LockedOrder,
+    envelope: &Envelope,
+) -> Result<(), HandleError> {
+    let request: CancelRequested = payload(envelope)?;
+    let change = Applied {
+        to: OrderStatus::Cancelled,
+        actor: &envelope.actor,
+        reason: Some(request.reason.as_deref().unwrap_or("cancelled on request")),
+        tracking_number: None,
+        cause: envelope,
+    };
+    transition::attempt(conn, order, change).await?;
+    Ok(())
+}

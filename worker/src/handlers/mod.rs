@@ -1,0 +1,139 @@
+//! Applying one order command to PostgreSQL. Knows nothing of AMQP: the consumer decodes,
+//! calls `handle`, and acknowledges only after it returned.
+//!
+//! Each command runs in ONE transaction: inbox row (dedupe by `event_id`), order row lock,
+//! sequence check, state machine, stock, timeline, notification, follow-up outbox event.
+
+mod cancel;
+mod created;
+mod status_change;
+mod stock;
+mod transition;
+
+use common::events::{Envelope, EventType};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// What became of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effect is committed.
+    Applied,
+    /// It was applied before (a redelivery); nothing changed.
+    Duplicate,
+    /// An earlier command of the same order has not been applied yet; retry later.
+    Early { next_expected: i64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth retrying: the database is down, a lock timed out, a deadlock was broken.
+    #[error("transient failure: {0:#}")]
+    Transient(anyhow::Error),
+    /// Retrying cannot help: the message names no order, or is not a command.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(error: sqlx::Error) -> Self {
+        HandleError::Transient(error.into())
+    }
+}
+
+/// The order row as the worker sees it, locked for the transaction.
+#[derive(Debug, sqlx::FromRow)]
+pub struct LockedOrder {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: common::domain::OrderStatus,
+    pub applied_seq: i64,
+    pub tracking_number: Option<String>,
+}
+
+/// Applies `envelope` exactly once and in per-order sequence.
+pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, HandleError> {
+    if !envelope.event_type.is_command() {
+        return Err(HandleError::Permanent(format!(
+            "{} is not a command the worker applies",
+            envelope.event_type.routing_key()
+        )));
+    }
+    let mut tx = pool.begin().await?;
+    // A stuck lock must not hold a worker forever; the message is retried instead.
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut *tx)
+        .await?;
+    if !claim(&mut tx, envelope).await? {
+        return Ok(Outcome::Duplicate);
+    }
+    let order = lock_order(&mut tx, envelope.order_id)
+        .await?
+        .ok_or_else(|| {
+            HandleError::Permanent(format!("order {} does not exist", envelope.order_id))
+        })?;
+    let next_expected = order.applied_seq + 1;
+    if envelope.seq < next_expected {
+        return Ok(Outcome::Duplicate);
+    }
+    if envelope.seq > next_expected {
+        // Rolling back also removes the inbox row, so the retry is not mistaken for a duplicate.
+        return Ok(Outcome::Early { next_expected });
+    }
+    match envelope.event_type {
+        EventType::OrderCreated => created::apply(&mut tx, &order, envelope).await?,
+        EventType::StatusChangeRequested => status_change::apply(&mut tx, &order, envelope).await?,
+        EventType::CancelRequested => cancel::apply(&mut tx, &order, envelope).await?,
+        EventType::StatusChanged => unreachable!("checked above: not a command"),
+    }
+    mark_applied(&mut tx, order.id, envelope.seq).await?;
+    tx.commit().await?;
+    Ok(Outcome::Applied)
+}
+
+/// Writes the inbox row; `false` when this event was already processed.
+async fn claim(conn: &mut PgConnection, envelope: &Envelope) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO processed_messages (event_id, order_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.order_id)
+    .execute(conn)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+async fn lock_order(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<LockedOrder>> {
+    sqlx::query_as(
+        "SELECT id, customer_id, status, applied_seq, tracking_number FROM orders WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Records `seq` as applied; once no accepted command is pending, the projected status
+/// (what the API checks new requests against) converges on the real one.
+async fn mark_applied(conn: &mut PgConnection, id: Uuid, seq: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE orders SET applied_seq = $2,
+             projected_status = CASE WHEN last_seq = $2 THEN status ELSE projected_status END,
+             updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(seq)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Decodes a command's payload; a payload that does not fit its type is permanent.
+fn payload<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, HandleError> {
+    serde_json::from_value(envelope.payload.clone()).map_err(|e| {
+        HandleError::Permanent(format!(
+            "{} payload is invalid: {e}",
+            envelope.event_type.routing_key()
+        ))
+    })
+}
