@@ -59,19 +59,28 @@ pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<By
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let inner = error.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return malformed(inner);
+        if error.inner().is_syntax() || error.inner().is_eof() {
+            malformed(error.inner())
+        } else {
+            invalid_shape(&error)
         }
-        let path = error.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        ApiError::Validation(vec![FieldError::new(
-            field,
-            strip_position(&inner.to_string()),
-        )])
     })?;
     deserializer.end().map_err(|e| malformed(&e))?;
     Ok(value)
+}
+
+/// Deserializes an already-parsed JSON value into its typed form.
+pub fn parse_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|error| invalid_shape(&error))
+}
+
+fn invalid_shape(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let field = if path == "." { String::new() } else { path };
+    ApiError::Validation(vec![FieldError::new(
+        field,
+        strip_position(&error.inner().to_string()),
+    )])
 }
 
 fn malformed(error: &serde_json::Error) -> ApiError {

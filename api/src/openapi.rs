@@ -18,6 +18,9 @@ use utoipa::{
     tags(
         (name = "auth", description = "Registration, login and tokens"),
         (name = "users", description = "Profiles and user management"),
+        (name = "products", description = "The catalogue"),
+        (name = "orders", description = "Orders, status changes and their timeline"),
+        (name = "notifications", description = "Order updates for the signed-in user"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]

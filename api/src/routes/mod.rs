@@ -2,6 +2,9 @@
 
 pub mod auth;
 pub mod health;
+pub mod notifications;
+pub mod orders;
+pub mod products;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -13,5 +16,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
         .merge(health::router())
+        .merge(notifications::router())
+        .merge(orders::router())
+        .merge(products::router())
         .merge(users::router())
 }

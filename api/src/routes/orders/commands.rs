@@ -1,0 +1,230 @@
+//! Status changes and cancellations: checked against the order's projected status, then
+//! queued for the workers (202). Each gets the order's next sequence number, so workers
+//! apply them in the order they were accepted.
+
+use axum::{Json, extract::State, http::StatusCode};
+use common::{
+    domain::{OrderStatus, status::Initiator},
+    events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested},
+    outbox,
+    timeline::{self, Entry, EntryKind},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::model::{NO_ORDER, owner_filter};
+use crate::{
+    auth::CurrentUser,
+    error::{ApiError, ApiResult, Problem},
+    extract::{AppJson, AppPath},
+    middleware::RequestId,
+    state::AppState,
+    validation::Violations,
+};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChangeRequest {
+    /// `processing`, `shipped` (needs a tracking number), `delivered`, `refunded` or `cancelled`.
+    pub status: OrderStatus,
+    pub note: Option<String>,
+    pub tracking_number: Option<String>,
+}
+
+/// A queued command: the worker applies it shortly; follow it in `/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    pub order_id: Uuid,
+    pub event_id: Uuid,
+    /// The order's status now.
+    pub status: OrderStatus,
+    /// The status once this command is applied.
+    pub requested_status: OrderStatus,
+    /// Position of this command in the order's sequence.
+    pub seq: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct CommandTarget {
+    status: OrderStatus,
+    projected_status: OrderStatus,
+    tracking_number: Option<String>,
+}
+
+#[utoipa::path(
+    patch, path = "/api/orders/{id}/status", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = StatusChangeRequest,
+    responses(
+        (status = 202, description = "Queued for a worker", body = CommandAccepted),
+        (status = 403, description = "Customers cannot change status", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Impossible from the projected status", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Shipping without a tracking number, or invalid input", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change_status(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    RequestId(request_id): RequestId,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<StatusChangeRequest>,
+) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
+    user.require_staff()?;
+    let mut v = Violations::new();
+    if let Some(note) = &body.note {
+        v.length(note, "note", 0, 1000);
+    }
+    if let Some(tracking) = &body.tracking_number {
+        v.length(tracking.trim(), "tracking_number", 1, 100);
+    }
+    v.finish()?;
+    let command = if body.status == OrderStatus::Cancelled {
+        Command::Cancel { reason: body.note }
+    } else {
+        Command::Change(StatusChangeRequested {
+            status: body.status,
+            note: body.note,
+            tracking_number: body.tracking_number.map(|t| t.trim().to_owned()),
+        })
+    };
+    enqueue(&state, &user, &request_id, id, command).await
+}
+
+#[utoipa::path(
+    delete, path = "/api/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 202, description = "Cancellation queued for a worker", body = CommandAccepted),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late to cancel (customers: once processing; staff: once shipped)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    RequestId(request_id): RequestId,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
+    let reason = format!("cancelled by {}", user.role.as_str());
+    enqueue(
+        &state,
+        &user,
+        &request_id,
+        id,
+        Command::Cancel {
+            reason: Some(reason),
+        },
+    )
+    .await
+}
+
+enum Command {
+    Change(StatusChangeRequested),
+    Cancel { reason: Option<String> },
+}
+
+async fn enqueue(
+    state: &AppState,
+    user: &CurrentUser,
+    request_id: &str,
+    order_id: Uuid,
+    command: Command,
+) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
+    let target = match &command {
+        Command::Change(change) => change.status,
+        Command::Cancel { .. } => OrderStatus::Cancelled,
+    };
+    let mut tx = state.pool.begin().await?;
+    // The row lock serialises commands of one order, so sequence numbers follow acceptance.
+    let order: CommandTarget = sqlx::query_as(
+        "SELECT status, projected_status, tracking_number FROM orders
+         WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2) FOR UPDATE",
+    )
+    .bind(order_id)
+    .bind(owner_filter(user))
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound(NO_ORDER))?;
+    if let Err(refusal) = order
+        .projected_status
+        .transition(target, Initiator::User(user.role))
+    {
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            refusal.to_string(),
+        ));
+    }
+    if let Command::Change(change) = &command
+        && target.requires_tracking_number()
+        && change.tracking_number.is_none()
+        && order.tracking_number.is_none()
+    {
+        return Err(ApiError::invalid(
+            "tracking_number",
+            "is required to mark an order shipped",
+        ));
+    }
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE orders SET projected_status = $2, last_seq = last_seq + 1, updated_at = now()
+         WHERE id = $1 RETURNING last_seq",
+    )
+    .bind(order_id)
+    .bind(target)
+    .fetch_one(&mut *tx)
+    .await?;
+    let actor = Actor {
+        user_id: Some(user.id),
+        role: user.role.as_str().to_owned(),
+    };
+    let (kind, event_type, reason, envelope_payload) = match command {
+        Command::Change(change) => (
+            EntryKind::StatusChangeRequested,
+            EventType::StatusChangeRequested,
+            change.note.clone(),
+            serde_json::to_value(change),
+        ),
+        Command::Cancel { reason } => (
+            EntryKind::CancelRequested,
+            EventType::CancelRequested,
+            reason.clone(),
+            serde_json::to_value(CancelRequested { reason }),
+        ),
+    };
+    timeline::record(
+        &mut tx,
+        Entry {
+            order_id,
+            kind,
+            from: Some(order.projected_status),
+            to: Some(target),
+            actor: &actor,
+            reason: reason.as_deref(),
+            seq: Some(seq),
+        },
+    )
+    .await?;
+    let envelope = Envelope::new(
+        event_type,
+        order_id,
+        seq,
+        actor,
+        request_id,
+        envelope_payload.map_err(anyhow::Error::from)?,
+    );
+    outbox::enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    state.outbox_wake.notify_one();
+    tracing::info!(%order_id, seq, requested = %target, "order command queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CommandAccepted {
+            order_id,
+            event_id: envelope.event_id,
+            status: order.status,
+            requested_status: target,
+            seq,
+        }),
+    ))
+}

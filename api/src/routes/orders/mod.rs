@@ -1,0 +1,27 @@
+//! `/api/orders`: placing, reading, editing orders and queuing status changes and
+//! cancellations for the workers. Another customer's order is always 404.
+
+mod commands;
+mod create;
+mod model;
+mod read;
+mod update;
+
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+pub use model::{OrderItemResponse, OrderResponse};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create::create_order, read::list_orders))
+        .routes(routes!(read::list_my_orders))
+        .routes(routes!(
+            read::get_order,
+            update::update_order,
+            commands::cancel_order
+        ))
+        .routes(routes!(commands::change_status))
+        .routes(routes!(read::order_timeline))
+}

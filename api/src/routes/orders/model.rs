@@ -1,0 +1,181 @@
+//! Order rows, their public shapes, and the queries the order routes share.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use common::domain::{Money, OrderStatus};
+use serde::Serialize;
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{auth::CurrentUser, error::ApiError};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: OrderStatus,
+    pub projected_status: OrderStatus,
+    pub currency: String,
+    pub total_amount_minor: i64,
+    pub items_count: i32,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub customer_phone: Option<String>,
+    pub shipping_address: String,
+    pub notes: Option<String>,
+    pub tracking_number: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! order_columns {
+    () => {
+        "id, customer_id, status, projected_status, currency, total_amount_minor, items_count,
+         customer_name, customer_email, customer_phone, shipping_address, notes, tracking_number,
+         created_at, updated_at"
+    };
+}
+pub(crate) use order_columns;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ItemRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub product_id: Uuid,
+    pub product_name: String,
+    pub product_sku: String,
+    pub product_description: Option<String>,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub total_price_minor: i64,
+}
+
+/// One line of an order, as snapshotted when it was placed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderItemResponse {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub product_name: String,
+    pub product_sku: String,
+    pub product_description: Option<String>,
+    pub quantity: i32,
+    pub unit_price: Money,
+    pub total_price: Money,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderResponse {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: OrderStatus,
+    /// The status once the changes already accepted (202) are applied by the workers.
+    pub pending_status: Option<OrderStatus>,
+    pub currency: String,
+    pub total_amount: Money,
+    /// Total units over all lines.
+    pub items_count: i32,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub customer_phone: Option<String>,
+    pub shipping_address: String,
+    pub notes: Option<String>,
+    pub tracking_number: Option<String>,
+    pub items: Vec<OrderItemResponse>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OrderResponse {
+    pub fn new(order: OrderRow, items: Vec<ItemRow>) -> Self {
+        Self {
+            id: order.id,
+            customer_id: order.customer_id,
+            status: order.status,
+            pending_status: (order.projected_status != order.status)
+                .then_some(order.projected_status),
+            currency: order.currency,
+            total_amount: Money::from_minor(order.total_amount_minor),
+            items_count: order.items_count,
+            customer_name: order.customer_name,
+            customer_email: order.customer_email,
+            customer_phone: order.customer_phone,
+            shipping_address: order.shipping_address,
+            notes: order.notes,
+            tracking_number: order.tracking_number,
+            items: items
+                .into_iter()
+                .map(|item| OrderItemResponse {
+                    id: item.id,
+                    product_id: item.product_id,
+                    product_name: item.product_name,
+                    product_sku: item.product_sku,
+                    product_description: item.product_description,
+                    quantity: item.quantity,
+                    unit_price: Money::from_minor(item.unit_price_minor),
+                    total_price: Money::from_minor(item.total_price_minor),
+                })
+                .collect(),
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+        }
+    }
+}
+
+pub const NO_ORDER: &str = "No such order.";
+
+/// Customers see only their own orders; staff see all. `None` for staff.
+pub fn owner_filter(user: &CurrentUser) -> Option<Uuid> {
+    (!user.role.is_staff()).then_some(user.id)
+}
+
+/// The order if `user` may see it; 404 otherwise, whether it exists or not.
+pub async fn find_visible(
+    conn: &mut PgConnection,
+    id: Uuid,
+    user: &CurrentUser,
+) -> Result<OrderRow, ApiError> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2)"
+    ))
+    .bind(id)
+    .bind(owner_filter(user))
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ApiError::NotFound(NO_ORDER))
+}
+
+/// Lines of several orders at once, grouped by order.
+pub async fn items_of(
+    conn: &mut PgConnection,
+    order_ids: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, Vec<ItemRow>>> {
+    let rows: Vec<ItemRow> = sqlx::query_as(
+        "SELECT id, order_id, product_id, product_name, product_sku, product_description, quantity,
+                unit_price_minor, total_price_minor
+         FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_sku",
+    )
+    .bind(order_ids)
+    .fetch_all(conn)
+    .await?;
+    let mut grouped: HashMap<Uuid, Vec<ItemRow>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.order_id).or_default().push(row);
+    }
+    Ok(grouped)
+}
+
+/// The full response for one order.
+pub async fn load_response(
+    conn: &mut PgConnection,
+    order: OrderRow,
+) -> sqlx::Result<OrderResponse> {
+    let items = items_of(conn, &[order.id])
+        .await?
+        .remove(&order.id)
+        .unwrap_or_default();
+    Ok(OrderResponse::new(order, items))
+}

@@ -1,0 +1,414 @@
+//! `/api/products`: the catalogue. Everyone signed in reads active products; vendors and
+//! admins create, update and adjust stock. Prices live here, never in client requests.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use chrono::{DateTime, Utc};
+use common::domain::Money;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::{
+    auth::CurrentUser,
+    error::{ApiError, ApiResult, Problem, unique_violation},
+    extract::{AppJson, AppPath, AppQuery},
+    pagination::{Page, PageParams},
+    state::AppState,
+    validation::Violations,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_products, create_product))
+        .routes(routes!(get_product, update_product))
+        .routes(routes!(adjust_stock))
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Product {
+    pub id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub price_minor: i64,
+    pub currency: String,
+    pub stock: i32,
+    pub reserved: i32,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! product_columns {
+    () => {
+        "id, sku, name, description, price_minor, currency, stock, reserved, is_active, created_at, updated_at"
+    };
+}
+pub(crate) use product_columns;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductResponse {
+    pub id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub price: Money,
+    pub currency: String,
+    /// Units available to order.
+    pub stock: i32,
+    /// Units held by confirmed orders that have not shipped.
+    pub reserved: i32,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Product> for ProductResponse {
+    fn from(p: Product) -> Self {
+        Self {
+            id: p.id,
+            sku: p.sku,
+            name: p.name,
+            description: p.description,
+            price: Money::from_minor(p.price_minor),
+            currency: p.currency,
+            stock: p.stock,
+            reserved: p.reserved,
+            is_active: p.is_active,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProductRequest {
+    pub sku: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub price: Money,
+    /// ISO 4217 code; default `USD`.
+    pub currency: Option<String>,
+    /// Initial units on hand; default 0.
+    pub stock: Option<i32>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProductRequest {
+    pub sku: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<Money>,
+    pub currency: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustStockRequest {
+    /// Units to add (positive) or remove (negative); stock never goes below zero.
+    pub delta: i32,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListProductsParams {
+    pub page: Option<i64>,
+    pub size: Option<i64>,
+    /// Case-insensitive match on name or SKU.
+    pub q: Option<String>,
+}
+
+const MAX_STOCK: i32 = 1_000_000_000;
+
+fn validate(
+    v: &mut Violations,
+    sku: Option<&str>,
+    name: Option<&str>,
+    description: Option<&str>,
+    currency: Option<&str>,
+) {
+    if let Some(sku) = sku {
+        v.length(sku, "sku", 1, 64).check(
+            sku.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "sku",
+            "may hold only letters, digits, '-', '_' and '.'",
+        );
+    }
+    if let Some(name) = name {
+        v.length(name.trim(), "name", 1, 255);
+    }
+    if let Some(description) = description {
+        v.length(description, "description", 0, 2000);
+    }
+    if let Some(currency) = currency {
+        v.check(
+            currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase()),
+            "currency",
+            "must be a three-letter ISO 4217 code like USD",
+        );
+    }
+}
+
+fn map_unique(error: sqlx::Error) -> ApiError {
+    match unique_violation(&error) {
+        Some("products_sku_key") => {
+            ApiError::conflict("sku_taken", "A product with this SKU already exists.")
+        }
+        _ => error.into(),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/products", tag = "products", security(("bearer" = [])),
+    params(ListProductsParams),
+    responses(
+        (status = 200, description = "Active products (staff also see inactive ones)", body = Page<ProductResponse>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_products(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppQuery(params): AppQuery<ListProductsParams>,
+) -> ApiResult<Json<Page<ProductResponse>>> {
+    let page = PageParams {
+        page: params.page,
+        size: params.size,
+    }
+    .validate()?;
+    let pattern = params
+        .q
+        .as_deref()
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(|q| {
+            format!(
+                "%{}%",
+                q.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+    let active_only = !user.role.is_staff();
+    let mut conn = state.pool.acquire().await?;
+    macro_rules! filter {
+        () => {
+            " FROM products WHERE ($1 = false OR is_active) AND ($2::text IS NULL OR name ILIKE $2 OR sku ILIKE $2)"
+        };
+    }
+    let total: i64 = sqlx::query_scalar(concat!("SELECT count(*)", filter!()))
+        .bind(active_only)
+        .bind(&pattern)
+        .fetch_one(&mut *conn)
+        .await?;
+    let products: Vec<Product> = sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        filter!(),
+        " ORDER BY name, id LIMIT $3 OFFSET $4"
+    ))
+    .bind(active_only)
+    .bind(&pattern)
+    .bind(page.size)
+    .bind(page.offset())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Json(
+        Page::new(products, total, page).map(ProductResponse::from),
+    ))
+}
+
+#[utoipa::path(
+    post, path = "/api/products", tag = "products", security(("bearer" = [])),
+    request_body = CreateProductRequest,
+    responses(
+        (status = 201, body = ProductResponse),
+        (status = 403, description = "Not a vendor or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "SKU taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_product(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppJson(body): AppJson<CreateProductRequest>,
+) -> ApiResult<impl IntoResponse> {
+    user.require_staff()?;
+    let currency = body.currency.unwrap_or_else(|| "USD".to_owned());
+    let stock = body.stock.unwrap_or(0);
+    let mut v = Violations::new();
+    validate(
+        &mut v,
+        Some(&body.sku),
+        Some(&body.name),
+        body.description.as_deref(),
+        Some(&currency),
+    );
+    v.check(
+        (0..=MAX_STOCK).contains(&stock),
+        "stock",
+        "must be from 0 to 1000000000",
+    );
+    v.finish()?;
+    let product: Product = sqlx::query_as(concat!(
+        "INSERT INTO products (id, sku, name, description, price_minor, currency, stock, is_active)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+        product_columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(body.sku.trim())
+    .bind(body.name.trim())
+    .bind(&body.description)
+    .bind(body.price.minor())
+    .bind(&currency)
+    .bind(stock)
+    .bind(body.is_active.unwrap_or(true))
+    .fetch_one(&state.pool)
+    .await
+    .map_err(map_unique)?;
+    let location = format!("/api/products/{}", product.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(ProductResponse::from(product)),
+    ))
+}
+
+async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Product>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+const NO_PRODUCT: &str = "No such product.";
+
+#[utoipa::path(
+    get, path = "/api/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ProductResponse),
+        (status = 404, description = "Unknown, or inactive for a customer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_product(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Json<ProductResponse>> {
+    let mut conn = state.pool.acquire().await?;
+    let product = find(&mut conn, id)
+        .await?
+        .filter(|p| p.is_active || user.role.is_staff())
+        .ok_or(ApiError::NotFound(NO_PRODUCT))?;
+    Ok(Json(product.into()))
+}
+
+#[utoipa::path(
+    put, path = "/api/products/{id}", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = UpdateProductRequest,
+    responses(
+        (status = 200, body = ProductResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "SKU taken", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_product(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<UpdateProductRequest>,
+) -> ApiResult<Json<ProductResponse>> {
+    user.require_staff()?;
+    let mut v = Violations::new();
+    validate(
+        &mut v,
+        body.sku.as_deref(),
+        body.name.as_deref(),
+        body.description.as_deref(),
+        body.currency.as_deref(),
+    );
+    v.finish()?;
+    // Orders already placed keep the price they were snapshotted with.
+    let product: Product = sqlx::query_as(concat!(
+        "UPDATE products SET sku = COALESCE($2, sku), name = COALESCE($3, name),
+             description = COALESCE($4, description), price_minor = COALESCE($5, price_minor),
+             currency = COALESCE($6, currency), is_active = COALESCE($7, is_active), updated_at = now()
+         WHERE id = $1 RETURNING ",
+        product_columns!()
+    ))
+    .bind(id)
+    .bind(body.sku.as_deref().map(str::trim))
+    .bind(body.name.as_deref().map(str::trim))
+    .bind(&body.description)
+    .bind(body.price.map(Money::minor))
+    .bind(&body.currency)
+    .bind(body.is_active)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(map_unique)?
+    .ok_or(ApiError::NotFound(NO_PRODUCT))?;
+    Ok(Json(product.into()))
+}
+
+#[utoipa::path(
+    post, path = "/api/products/{id}/stock", tag = "products", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = AdjustStockRequest,
+    responses(
+        (status = 200, body = ProductResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Would take stock below zero", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn adjust_stock(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<AdjustStockRequest>,
+) -> ApiResult<Json<ProductResponse>> {
+    user.require_staff()?;
+    let mut conn = state.pool.acquire().await?;
+    // One atomic statement: concurrent adjustments and reservations cannot interleave.
+    let updated: Option<Product> = sqlx::query_as(concat!(
+        "UPDATE products SET stock = stock + $2, updated_at = now()
+         WHERE id = $1 AND stock + $2::bigint BETWEEN 0 AND 1000000000 RETURNING ",
+        product_columns!()
+    ))
+    .bind(id)
+    .bind(body.delta)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match updated {
+        Some(product) => Ok(Json(product.into())),
+        None => match find(&mut conn, id).await? {
+            None => Err(ApiError::NotFound(NO_PRODUCT)),
+            Some(product) => Err(ApiError::conflict(
+                "insufficient_stock",
+                format!(
+                    "Stock is {}; it cannot change by {}.",
+                    product.stock, body.delta
+                ),
+            )),
+        },
+    }
+}
