@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use worker::consumer::Worker;
 
 pub const PASSWORD: &str = "correct-horse-battery";
 
@@ -61,6 +62,24 @@ impl TestApp {
     /// The api with its outbox relay connected to RabbitMQ.
     pub async fn spawn_with_broker(pool: PgPool) -> Self {
         Self::start(pool, test_settings(&[]), true).await
+    }
+
+    /// The whole system: api, relay and `workers` competing workers.
+    pub async fn spawn_pipeline(pool: PgPool, workers: usize) -> Self {
+        let app = Self::spawn_with_broker(pool).await;
+        app.start_workers(workers);
+        app
+    }
+
+    /// Starts `count` more workers consuming this test's queue.
+    pub fn start_workers(&self, count: usize) {
+        for _ in 0..count {
+            let worker = Worker {
+                pool: self.pool.clone(),
+                settings: self.state.settings.clone(),
+            };
+            tokio::spawn(worker.run(self.shutdown.clone()));
+        }
     }
 
     pub async fn start(pool: PgPool, settings: Settings, with_relay: bool) -> Self {
@@ -133,6 +152,11 @@ impl TestApp {
             .await
     }
 
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
     pub async fn delete(&self, path: &str, token: &str) -> Response {
         self.request(Method::DELETE, path, Some(token), None).await
     }
@@ -184,6 +208,71 @@ impl TestApp {
             response.json().await.unwrap_or(Value::Null),
         )
     }
+}
+
+impl TestApp {
+    /// A product created through the API by `staff`.
+    pub async fn product(&self, staff: &TestUser, sku: &str, price: &str, stock: i32) -> Value {
+        let body = json!({ "sku": sku, "name": format!("Product {sku}"), "description": "test product", "price": price, "stock": stock });
+        let response = self.post("/api/products", Some(&staff.token), body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("product")
+    }
+
+    /// An order of `quantity` × the product with `sku`, placed by `customer`; returns its body.
+    pub async fn order(&self, customer: &TestUser, sku: &str, quantity: i32) -> Value {
+        let response = self
+            .post(
+                "/api/orders",
+                Some(&customer.token),
+                order_body(&[(sku, quantity)]),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("order")
+    }
+
+    /// Waits until the order's status is `status`, returning the order.
+    pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Value {
+        let path = format!("/api/orders/{order_id}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let order: Value = self.get(&path, token).await.json().await.expect("order");
+            if order["status"] == status {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {order_id} stayed {} instead of {status}",
+                order["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stock and reserved units of a product.
+    pub async fn stock_of(&self, sku: &str) -> (i32, i32) {
+        sqlx::query_as("SELECT stock, reserved FROM products WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&self.pool)
+            .await
+            .expect("product row")
+    }
+}
+
+/// A valid order body for the given (sku, quantity) lines.
+pub fn order_body(lines: &[(&str, i32)]) -> Value {
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|(sku, quantity)| json!({ "product_sku": sku, "quantity": quantity }))
+        .collect();
+    json!({
+        "items": items,
+        "customer_name": "Test Customer",
+        "customer_email": "customer@example.com",
+        "customer_phone": "+1 555 0100",
+        "shipping_address": "1 Test Street, Testville",
+    })
 }
 
 /// One hash of `PASSWORD` for every user of the test binary (hashing is deliberately slow).

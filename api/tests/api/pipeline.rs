@@ -1,0 +1,384 @@
+//! The whole system at work: api, outbox relay, RabbitMQ and workers, observed over HTTP.
+
+use std::time::{Duration, Instant};
+
+use common::domain::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, order_body};
+
+fn kinds_and_targets(timeline: &Value) -> Vec<(String, String)> {
+    timeline
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().expect("kind").to_owned(),
+                e["to_status"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool, 1).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let admin = app.user(Role::Admin, "admin").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+
+    let placed_at = Instant::now();
+    let order = app.order(&alice, "LAMP", 2).await;
+    let id = order["id"].as_str().expect("id").to_owned();
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    let confirmed_after = placed_at.elapsed();
+    assert!(
+        confirmed_after < Duration::from_secs(5),
+        "confirmation took {confirmed_after:?}"
+    );
+    assert_eq!(
+        app.stock_of("LAMP").await,
+        (3, 2),
+        "stock reserved on confirmation"
+    );
+
+    let status_path = format!("/api/orders/{id}/status");
+    assert_eq!(
+        app.patch(
+            &status_path,
+            &vendor.token,
+            json!({ "status": "processing" })
+        )
+        .await
+        .status(),
+        StatusCode::ACCEPTED
+    );
+    app.wait_for_status(&alice.token, &id, "processing").await;
+    let shipped = app
+        .patch(
+            &status_path,
+            &vendor.token,
+            json!({ "status": "shipped", "tracking_number": "TRK-123" }),
+        )
+        .await;
+    assert_eq!(shipped.status(), StatusCode::ACCEPTED);
+    let order = app.wait_for_status(&alice.token, &id, "shipped").await;
+    assert_eq!(order["tracking_number"], "TRK-123");
+    assert_eq!(
+        app.stock_of("LAMP").await,
+        (3, 0),
+        "shipped goods are no longer reserved"
+    );
+    assert_eq!(
+        app.patch(
+            &status_path,
+            &vendor.token,
+            json!({ "status": "delivered" })
+        )
+        .await
+        .status(),
+        StatusCode::ACCEPTED
+    );
+    app.wait_for_status(&alice.token, &id, "delivered").await;
+    assert_eq!(
+        app.patch(
+            &status_path,
+            &admin.token,
+            json!({ "status": "refunded", "note": "broken on arrival" })
+        )
+        .await
+        .status(),
+        StatusCode::ACCEPTED
+    );
+    let order = app.wait_for_status(&alice.token, &id, "refunded").await;
+    assert!(order["pending_status"].is_null());
+
+    let timeline: Value = app
+        .get(&format!("/api/orders/{id}/events"), &alice.token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let changes: Vec<String> = kinds_and_targets(&timeline)
+        .into_iter()
+        .filter(|(kind, _)| kind == "status_changed")
+        .map(|(_, to)| to)
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "confirmed",
+            "processing",
+            "shipped",
+            "delivered",
+            "refunded"
+        ]
+    );
+    let entries = timeline.as_array().expect("entries");
+    assert_eq!(entries[0]["kind"], "created");
+    assert!(entries.iter().any(|e| e["kind"] == "notified"));
+    let refund = entries
+        .iter()
+        .find(|e| e["to_status"] == "refunded" && e["kind"] == "status_changed")
+        .expect("refund");
+    assert_eq!(refund["actor_role"], "admin");
+    assert_eq!(refund["reason"], "broken on arrival");
+
+    let notifications: Value = app
+        .get("/api/notifications", &alice.token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(notifications["total"], 5);
+    let newest = notifications["items"][0]["message"]
+        .as_str()
+        .expect("message");
+    assert!(newest.contains("refunded"), "{newest}");
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn status_changes_sent_back_to_back_apply_in_order(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool, 2).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "BOOK", "9.00", 50).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            app.order(&alice, "BOOK", 1).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        app.wait_for_status(&alice.token, id, "confirmed").await;
+    }
+    for id in &ids {
+        let path = format!("/api/orders/{id}/status");
+        for body in [
+            json!({ "status": "processing" }),
+            json!({ "status": "shipped", "tracking_number": "T" }),
+            json!({ "status": "delivered" }),
+        ] {
+            assert_eq!(
+                app.patch(&path, &vendor.token, body).await.status(),
+                StatusCode::ACCEPTED
+            );
+        }
+    }
+    for id in &ids {
+        app.wait_for_status(&alice.token, id, "delivered").await;
+        let timeline: Value = app
+            .get(&format!("/api/orders/{id}/events"), &vendor.token)
+            .await
+            .json()
+            .await
+            .expect("json");
+        let kinds = kinds_and_targets(&timeline);
+        assert!(
+            kinds.iter().all(|(kind, _)| kind != "rejected"),
+            "{kinds:?}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_customer_cancels_and_the_stock_comes_back(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool, 1).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "CHAIR", "80.00", 4).await;
+    let id = app.order(&alice, "CHAIR", 3).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    assert_eq!(app.stock_of("CHAIR").await, (1, 3));
+    let cancelled = app.delete(&format!("/api/orders/{id}"), &alice.token).await;
+    assert_eq!(cancelled.status(), StatusCode::ACCEPTED);
+    app.wait_for_status(&alice.token, &id, "cancelled").await;
+    assert_eq!(app.stock_of("CHAIR").await, (4, 0));
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_vendor_cancels_a_processing_order_and_the_stock_comes_back(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool, 1).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "DESK", "200.00", 2).await;
+    let id = app.order(&alice, "DESK", 2).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    app.patch(
+        &format!("/api/orders/{id}/status"),
+        &vendor.token,
+        json!({ "status": "processing" }),
+    )
+    .await;
+    app.wait_for_status(&alice.token, &id, "processing").await;
+    assert_eq!(
+        app.delete(&format!("/api/orders/{id}"), &alice.token)
+            .await
+            .status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        app.delete(&format!("/api/orders/{id}"), &vendor.token)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    app.wait_for_status(&alice.token, &id, "cancelled").await;
+    assert_eq!(app.stock_of("DESK").await, (2, 0));
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_order_beyond_the_stock_is_cancelled_as_out_of_stock(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool, 1).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "RARE", "1000.00", 1).await;
+    app.product(&vendor, "COMMON", "1.00", 100).await;
+    let response = app
+        .post(
+            "/api/orders",
+            Some(&alice.token),
+            order_body(&[("COMMON", 5), ("RARE", 2)]),
+        )
+        .await;
+    let id = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.wait_for_status(&alice.token, &id, "cancelled").await;
+    assert_eq!(app.stock_of("RARE").await, (1, 0));
+    assert_eq!(
+        app.stock_of("COMMON").await,
+        (100, 0),
+        "all or nothing: no line is reserved"
+    );
+    let timeline: Value = app
+        .get(&format!("/api/orders/{id}/events"), &alice.token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let cancel = timeline
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["kind"] == "status_changed")
+        .expect("cancel");
+    assert_eq!(cancel["actor_role"], "system");
+    assert!(
+        cancel["reason"]
+            .as_str()
+            .expect("reason")
+            .starts_with("out_of_stock"),
+        "{cancel}"
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool.clone(), 3).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "HOT", "5.00", 10).await;
+    let placing =
+        (0..50).map(|_| app.post("/api/orders", Some(&alice.token), order_body(&[("HOT", 1)])));
+    let responses = futures_util::future::join_all(placing).await;
+    assert!(responses.iter().all(|r| r.status() == StatusCode::CREATED));
+    crate::helpers::wait_until("every order is decided", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move {
+            let pending: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'pending'")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+            pending == 0
+        }
+    })
+    .await;
+    let confirmed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    let cancelled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'cancelled'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!((confirmed, cancelled), (10, 40));
+    assert_eq!(app.stock_of("HOT").await, (0, 10));
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_cancel_queued_before_an_out_of_stock_refusal_is_recorded_as_refused(pool: PgPool) {
+    // No worker yet: both commands are queued before either is applied.
+    let app = TestApp::spawn_with_broker(pool).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "GONE", "1.00", 0).await;
+    let id = app.order(&alice, "GONE", 1).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        app.delete(&format!("/api/orders/{id}"), &alice.token)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    app.start_workers(1);
+    app.wait_for_status(&alice.token, &id, "cancelled").await;
+    let path = format!("/api/orders/{id}/events");
+    crate::helpers::wait_until(
+        "the cancel command is applied",
+        Duration::from_secs(10),
+        || async {
+            let timeline: Value = app
+                .get(&path, &alice.token)
+                .await
+                .json()
+                .await
+                .expect("json");
+            timeline
+                .as_array()
+                .expect("entries")
+                .iter()
+                .any(|e| e["kind"] == "rejected")
+        },
+    )
+    .await;
+    let timeline: Value = app
+        .get(&path, &alice.token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let rejected = timeline
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["kind"] == "rejected")
+        .expect("rejected");
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .expect("reason")
+            .starts_with("unchanged"),
+        "{rejected}"
+    );
+    assert_eq!(rejected["seq"], 2);
+}
