@@ -109,6 +109,8 @@ CREATE INDEX notifications_user_idx ON notifications (user_id, created_at DESC);
 CREATE TABLE outbox (
     id              bigint      GENERATED ALWAYS AS IDENTITY,
     event_id        uuid        NOT NULL,
+    order_id        uuid        NOT NULL,
+    seq             bigint      NOT NULL,
     routing_key     text        NOT NULL,
     payload         jsonb       NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
@@ -119,6 +121,10 @@ CREATE TABLE outbox (
     CONSTRAINT outbox_event_id_key UNIQUE (event_id)
 );
 CREATE INDEX outbox_unpublished_idx ON outbox (id) WHERE published_at IS NULL;
+-- The watchdog finds the commands of an order that were never applied.
+CREATE INDEX outbox_order_seq_idx ON outbox (order_id, seq);
+-- It looks for orders whose accepted commands are not all applied.
+CREATE INDEX orders_unapplied_idx ON orders (updated_at) WHERE applied_seq < last_seq;
 
 -- Inbox: one row per event a worker applied, written in the same transaction as the effect.
 CREATE TABLE processed_messages (

@@ -170,17 +170,6 @@ pub async fn release(pool: &PgPool, user_id: Uuid, key: &IdempotencyKey) {
     }
 }
 
-/// Deletes keys older than `hours`; returns how many.
-pub async fn prune(pool: &PgPool, hours: i32) -> sqlx::Result<u64> {
-    let pruned = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1)",
-    )
-    .bind(hours)
-    .execute(pool)
-    .await?;
-    Ok(pruned.rows_affected())
-}
-
 #[cfg(test)]
 mod tests {
     use super::fingerprint;

@@ -105,6 +105,12 @@ pub struct WorkerSettings {
     pub prefetch: u16,
     /// Deliveries of one message before it is dead-lettered.
     pub max_attempts: u32,
+    /// How often the watchdog looks for stuck orders and expired idempotency keys.
+    pub watchdog_interval: Duration,
+    /// An order whose accepted commands are not all applied after this long is re-enqueued.
+    pub stuck_after: Duration,
+    /// Idempotency keys are kept at least this long.
+    pub idempotency_ttl: Duration,
 }
 
 /// A setting that is missing its right form; the message names the variable and the fix.
@@ -207,6 +213,21 @@ impl Settings {
                     "a whole number from 1 to 65535",
                 )?,
                 max_attempts: parse(&lookup, "WORKER_MAX_ATTEMPTS", 5, "a whole number")?,
+                watchdog_interval: Duration::from_secs(parse(
+                    &lookup,
+                    "WATCHDOG_INTERVAL_SECS",
+                    30,
+                    "seconds",
+                )?),
+                stuck_after: Duration::from_secs(parse(
+                    &lookup,
+                    "STUCK_AFTER_SECS",
+                    60,
+                    "seconds",
+                )?),
+                idempotency_ttl: Duration::from_secs(
+                    3600 * parse::<u64>(&lookup, "IDEMPOTENCY_KEY_TTL_HOURS", 24, "hours")?,
+                ),
             },
         })
     }

@@ -1,6 +1,9 @@
 //! PostgreSQL pool and the embedded migrations shared by api, worker and tests.
 
+use std::time::Duration;
+
 use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
 use sqlx::{
     PgPool,
     migrate::Migrator,
@@ -12,13 +15,34 @@ use crate::config::DatabaseSettings;
 /// Every schema change, embedded so the binaries migrate at start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Opens the pool, failing fast with a message that says how to fix an unreachable server.
+/// How long start-up keeps retrying an unreachable database before giving up.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Opens the pool, retrying with back-off for up to a minute (a database that starts
+/// alongside us is normal); every failed attempt is logged with how to fix it.
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = settings
         .url
         .expose()
         .parse()
         .context("DATABASE_URL is not a valid postgres:// URL")?;
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(STARTUP_PATIENCE))
+        .without_max_times();
+    (|| connect_once(settings, options.clone()))
+        .retry(backoff)
+        .notify(|error, delay| {
+            tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "database unavailable");
+        })
+        .await
+}
+
+async fn connect_once(
+    settings: &DatabaseSettings,
+    options: PgConnectOptions,
+) -> anyhow::Result<PgPool> {
     let target = format!(
         "postgres://{}:{}/{}",
         options.get_host(),

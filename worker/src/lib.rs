@@ -4,4 +4,6 @@
 pub mod consumer;
 pub mod delivery;
 pub mod handlers;
+pub mod ops;
 pub mod republish;
+pub mod watchdog;

@@ -1,0 +1,237 @@
+//! Operator commands: system statistics, and listing and re-driving dead letters.
+
+use anyhow::Context;
+use common::{
+    broker::{self, BROKER_CALL_TIMEOUT, Topology},
+    config::Settings,
+};
+use lapin::{
+    BasicProperties, Channel, Confirmation,
+    options::{
+        BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+        ConfirmSelectOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::republish::{ERROR_HEADER, RETRIES_HEADER};
+
+/// Counts an operator watches.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    pub orders_pending: i64,
+    /// Orders with accepted commands not yet applied for longer than `STUCK_AFTER_SECS`.
+    pub orders_stuck: i64,
+    pub outbox_unpublished: i64,
+    pub work_queue_messages: u32,
+    pub dead_letters: u32,
+}
+
+pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> {
+    let (orders_pending, orders_stuck, outbox_unpublished): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM orders WHERE status = 'pending'),
+                (SELECT count(*) FROM orders WHERE applied_seq < last_seq AND updated_at < now() - make_interval(secs => $1)),
+                (SELECT count(*) FROM outbox WHERE published_at IS NULL)",
+    )
+    .bind(settings.worker.stuck_after.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    let topology = Topology::new(&settings.broker);
+    let connection = broker::connect(&settings.broker, "orderflow-ops").await?;
+    let channel = connection.create_channel().await?;
+    let count = |queue: String| {
+        let channel = channel.clone();
+        async move {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .map(|q| q.message_count())
+                .with_context(|| format!("queue {queue} does not exist yet: start a worker once"))
+        }
+    };
+    let work_queue_messages = count(topology.queue.clone()).await?;
+    let dead_letters = count(topology.dead_letter_queue.clone()).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(Stats {
+        orders_pending,
+        orders_stuck,
+        outbox_unpublished,
+        work_queue_messages,
+        dead_letters,
+    })
+}
+
+/// A dead letter as shown to an operator.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter {
+    pub message_id: Option<String>,
+    pub routing_key: String,
+    pub error: Option<String>,
+    pub body: String,
+}
+
+/// What to re-drive.
+pub enum Selection {
+    All,
+    MessageIds(Vec<String>),
+}
+
+/// Lists up to `limit` dead letters without removing them.
+pub async fn list_dead_letters(
+    settings: &Settings,
+    limit: usize,
+) -> anyhow::Result<Vec<DeadLetter>> {
+    let (connection, channel, topology) = open(settings).await?;
+    let mut letters = Vec::new();
+    let mut tags = Vec::new();
+    while letters.len() < limit {
+        let Some(message) = get(&channel, &topology.dead_letter_queue).await? else {
+            break;
+        };
+        letters.push(describe(&message.delivery));
+        tags.push(message.delivery.delivery_tag);
+    }
+    // Hand them all back untouched.
+    for tag in tags {
+        channel
+            .basic_nack(
+                tag,
+                BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(letters)
+}
+
+/// Publishes the selected dead letters back to the work exchange with a fresh retry count,
+/// each removed from the dead-letter queue only once the broker confirmed its copy.
+pub async fn redrive(settings: &Settings, selection: Selection) -> anyhow::Result<usize> {
+    let (connection, channel, topology) = open(settings).await?;
+    let mut redriven = 0;
+    let mut skipped = Vec::new();
+    while let Some(message) = get(&channel, &topology.dead_letter_queue).await? {
+        let delivery = &message.delivery;
+        let wanted = match &selection {
+            Selection::All => true,
+            Selection::MessageIds(ids) => delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .is_some_and(|id| ids.iter().any(|wanted| wanted.as_str() == id.as_str())),
+        };
+        if !wanted {
+            skipped.push(delivery.delivery_tag);
+            continue;
+        }
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let mut cleaned = FieldTable::default();
+        for (key, value) in headers.inner() {
+            if key.as_str() != ERROR_HEADER
+                && !key.as_str().starts_with("x-orderflow-dead")
+                && key.as_str() != RETRIES_HEADER
+            {
+                cleaned.insert(key.clone(), value.clone());
+            }
+        }
+        headers = cleaned;
+        headers.insert("x-orderflow-redriven".into(), AMQPValue::Boolean(true));
+        let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
+        let confirm = channel
+            .basic_publish(
+                topology.exchange.as_str().into(),
+                delivery.routing_key.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &delivery.data,
+                properties,
+            )
+            .await?;
+        match tokio::time::timeout(BROKER_CALL_TIMEOUT, confirm).await?? {
+            Confirmation::Ack(None) => {
+                channel
+                    .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+                    .await?;
+                redriven += 1;
+            }
+            other => anyhow::bail!("the broker did not take a re-driven message: {other:?}"),
+        }
+    }
+    for tag in skipped {
+        channel
+            .basic_nack(
+                tag,
+                BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(redriven)
+}
+
+async fn open(settings: &Settings) -> anyhow::Result<(lapin::Connection, Channel, Topology)> {
+    let topology = Topology::new(&settings.broker);
+    let connection = broker::connect(&settings.broker, "orderflow-ops").await?;
+    let channel = connection.create_channel().await?;
+    topology
+        .declare(&channel, settings.worker.max_attempts)
+        .await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok((connection, channel, topology))
+}
+
+async fn get(
+    channel: &Channel,
+    queue: &str,
+) -> anyhow::Result<Option<lapin::message::BasicGetMessage>> {
+    let get = channel.basic_get(queue.into(), BasicGetOptions { no_ack: false });
+    Ok(tokio::time::timeout(BROKER_CALL_TIMEOUT, get).await??)
+}
+
+fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
+    let error = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ERROR_HEADER).cloned())
+        .map(|value| match value {
+            AMQPValue::LongString(text) => text.to_string(),
+            other => format!("{other:?}"),
+        })
+        .or_else(|| {
+            Some("dropped by the broker after too many deliveries (x-delivery-limit)".to_owned())
+                .filter(|_| {
+                    delivery
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .is_some_and(|h| h.inner().contains_key("x-death"))
+                })
+        });
+    DeadLetter {
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string()),
+        routing_key: delivery.routing_key.to_string(),
+        error,
+        body: String::from_utf8_lossy(&delivery.data).into_owned(),
+    }
+}
