@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against the local PostgreSQL and RabbitMQ.
-# Each test gets its own freshly migrated database and its own exchanges and queues.
+# Each test gets its own freshly migrated database and its own exchanges and queues, so the
+# suite runs in parallel. The fault-injection tests stop shared services and kill worker
+# processes, so they run afterwards, one at a time. Arguments go to both nextest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/orderflow}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 scripts/services.sh
-exec cargo nextest run --workspace --no-fail-fast "$@"
+# The fault suite runs real worker processes.
+cargo build --quiet -p worker --bin worker
+
+status=0
+cargo nextest run --workspace --no-fail-fast -E 'not test(/^fault::/)' "$@" || status=$?
+cargo nextest run --workspace --no-fail-fast --test-threads 1 -E 'test(/^fault::/)' "$@" || status=$?
+exit "$status"

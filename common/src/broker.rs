@@ -178,7 +178,7 @@ pub async fn connect_with_retry(
 ) -> Option<Connection> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
+        .with_max_delay(Duration::from_secs(3))
         .with_jitter()
         .without_max_times();
     let attempt = || connect(settings, name);

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{PASSWORD, TestApp, assert_problem};
+use crate::helpers::{PASSWORD, TestApp, assert_problem, database_url};
 
 fn registration(username: &str) -> Value {
     json!({ "email": format!("{username}@example.com"), "username": username, "password": PASSWORD })
@@ -402,14 +402,7 @@ async fn a_deactivated_user_is_locked_out_everywhere(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_operator_command_creates_the_first_admin(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let options = pool.connect_options();
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().expect("database")
-    );
+    let url = database_url(&pool);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
         .args([
             "create-user",

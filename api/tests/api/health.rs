@@ -60,8 +60,8 @@ async fn readiness_is_503_naming_rabbitmq_when_the_broker_is_unreachable(pool: P
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn readiness_is_503_naming_postgresql_when_the_database_is_gone(pool: PgPool) {
-    let app = TestApp::spawn_with_broker(pool.clone()).await;
-    pool.close().await;
+    let app = TestApp::spawn_with_broker(pool).await;
+    app.pool.close().await;
     let response = app
         .client
         .get(format!("{}/health/ready", app.address))

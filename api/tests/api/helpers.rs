@@ -82,7 +82,11 @@ impl TestApp {
         }
     }
 
-    pub async fn start(pool: PgPool, settings: Settings, with_relay: bool) -> Self {
+    pub async fn start(test_pool: PgPool, settings: Settings, with_relay: bool) -> Self {
+        // The app gets a pool of its own, configured as in production (acquire timeout
+        // included), on the test's database.
+        let pool = common::db::pool_options(&settings.database)
+            .connect_lazy_with((*test_pool.connect_options()).clone());
         let state = AppState::new(pool.clone(), settings).await.expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -258,6 +262,18 @@ impl TestApp {
             .await
             .expect("product row")
     }
+}
+
+/// A URL to the test's own database, for processes started by the test.
+pub fn database_url(pool: &PgPool) -> String {
+    let options = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().expect("database")
+    )
 }
 
 /// A valid order body for the given (sku, quantity) lines.

@@ -2,6 +2,7 @@
 
 mod auth;
 mod docs;
+mod fault;
 mod health;
 mod helpers;
 mod idempotency;

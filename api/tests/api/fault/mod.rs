@@ -1,0 +1,475 @@
+//! Fault injection: killed workers, broker and database outages, duplicate and poison
+//! messages. These tests stop shared services, so `scripts/test.sh` runs them on their own,
+//! one at a time, after the rest of the suite. Every loop is bounded; all traffic is loopback.
+
+mod services;
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::{domain::Role, events::Envelope};
+use futures_util::{StreamExt, stream};
+use lapin::{BasicProperties, options::BasicPublishOptions};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, TestUser, assert_problem, order_body, wait_until};
+use services::{BrokerOutage, DatabaseOutage, WorkerProcess};
+
+async fn scalar(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .expect("query")
+}
+
+async fn wait_until_none_pending(pool: &PgPool, limit: Duration) {
+    wait_until("no order is pending", limit, || async {
+        scalar(pool, "SELECT count(*) FROM orders WHERE status = 'pending'").await == 0
+    })
+    .await;
+}
+
+/// Orders whose confirmation was recorded other than exactly once.
+async fn orders_not_confirmed_exactly_once(pool: &PgPool) -> i64 {
+    scalar(
+        pool,
+        "SELECT count(*) FROM orders o WHERE (SELECT count(*) FROM order_events e
+             WHERE e.order_id = o.id AND e.kind = 'status_changed' AND e.to_status = 'confirmed') <> 1",
+    )
+    .await
+}
+
+async fn place_orders(
+    app: &TestApp,
+    customer: &TestUser,
+    count: usize,
+    concurrency: usize,
+) -> Vec<String> {
+    stream::iter(0..count)
+        .map(|_| async {
+            let response = app
+                .post(
+                    "/api/orders",
+                    Some(&customer.token),
+                    order_body(&[("BULK", 1)]),
+                )
+                .await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            response.json::<Value>().await.expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
+
+async fn shop(app: &TestApp, stock: i32) -> TestUser {
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    app.product(&vendor, "BULK", "1.00", stock).await;
+    app.user(Role::Customer, "alice").await
+}
+
+/// Scenario 1: 1,000 orders through 3 worker processes, one killed with SIGKILL every
+/// half second (at least 5 times); then one stopped with SIGTERM.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool: PgPool) {
+    const ORDERS: usize = 1000;
+    let app = TestApp::spawn_with_broker(pool.clone()).await;
+    let alice = shop(&app, 5000).await;
+    let mut workers: Vec<Option<WorkerProcess>> = (0..3)
+        .map(|_| Some(WorkerProcess::start(&app, &pool)))
+        .collect();
+    let placing_done = AtomicBool::new(false);
+    let kills = AtomicUsize::new(0);
+    let started = Instant::now();
+
+    let placing = async {
+        let ids = place_orders(&app, &alice, ORDERS, 16).await;
+        placing_done.store(true, Ordering::SeqCst);
+        ids
+    };
+    let killing = async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (kills.load(Ordering::SeqCst) < 5 || !placing_done.load(Ordering::SeqCst))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let victim = kills.load(Ordering::SeqCst) % workers.len();
+            if let Some(worker) = workers[victim].take() {
+                worker.kill_hard().await;
+            }
+            workers[victim] = Some(WorkerProcess::start(&app, &pool));
+            kills.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let (ids, ()) = tokio::join!(placing, killing);
+    assert_eq!(ids.len(), ORDERS);
+    let kills = kills.load(Ordering::SeqCst);
+    assert!(kills >= 5);
+
+    wait_until_none_pending(&pool, Duration::from_secs(120)).await;
+    let drained = started.elapsed();
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM orders WHERE status = 'confirmed'"
+        )
+        .await,
+        ORDERS as i64
+    );
+    assert_eq!(orders_not_confirmed_exactly_once(&pool).await, 0);
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM notifications").await,
+        ORDERS as i64
+    );
+    assert_eq!(
+        app.stock_of("BULK").await,
+        (5000 - ORDERS as i32, ORDERS as i32)
+    );
+
+    // A graceful stop: the worker drains and exits cleanly.
+    let worker = workers[0].take().expect("worker");
+    let status = worker.terminate().await;
+    assert!(status.success(), "worker exited with {status}");
+    eprintln!(
+        "fault 1: {ORDERS} orders, {kills} SIGKILLs, all confirmed exactly once in {drained:?}"
+    );
+}
+
+/// Scenario 2: RabbitMQ stopped for 10 s while orders keep coming.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn orders_are_accepted_while_rabbitmq_is_down_and_confirmed_after(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool.clone(), 2).await;
+    let alice = shop(&app, 1000).await;
+    place_orders(&app, &alice, 5, 5).await;
+    wait_until_none_pending(&pool, Duration::from_secs(10)).await;
+
+    let outage = BrokerOutage::begin().await;
+    let began = Instant::now();
+    let mut during = 0;
+    while began.elapsed() < Duration::from_secs(10) {
+        let response = app
+            .post(
+                "/api/orders",
+                Some(&alice.token),
+                order_body(&[("BULK", 1)]),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "orders are accepted during the outage"
+        );
+        during += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .expect("sent");
+    let problem = assert_problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("RabbitMQ")
+    );
+    outage.end().await;
+
+    let restarted = Instant::now();
+    wait_until_none_pending(&pool, Duration::from_secs(30)).await;
+    let recovery = restarted.elapsed();
+    assert_eq!(orders_not_confirmed_exactly_once(&pool).await, 0);
+    eprintln!(
+        "fault 2: {during} orders accepted during a 10 s outage; all confirmed {recovery:?} after restart"
+    );
+}
+
+/// Scenario 3: processing → shipped → delivered sent back to back for 200 orders, 3 workers.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn back_to_back_changes_for_200_orders_apply_in_order(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool.clone(), 3).await;
+    let vendor = app.user(Role::Vendor, "boss").await;
+    let alice = shop(&app, 1000).await;
+    let ids = place_orders(&app, &alice, 200, 16).await;
+    wait_until_none_pending(&pool, Duration::from_secs(30)).await;
+    let started = Instant::now();
+    stream::iter(&ids)
+        .for_each_concurrent(16, |id| {
+            let (app, vendor) = (&app, &vendor);
+            async move {
+                let path = format!("/api/orders/{id}/status");
+                for body in [
+                    json!({ "status": "processing" }),
+                    json!({ "status": "shipped", "tracking_number": "T-1" }),
+                    json!({ "status": "delivered" }),
+                ] {
+                    assert_eq!(
+                        app.patch(&path, &vendor.token, body).await.status(),
+                        StatusCode::ACCEPTED
+                    );
+                }
+            }
+        })
+        .await;
+    wait_until(
+        "every order is delivered",
+        Duration::from_secs(60),
+        || async {
+            scalar(
+                &pool,
+                "SELECT count(*) FROM orders WHERE status <> 'delivered'",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM order_events WHERE kind = 'rejected'"
+        )
+        .await,
+        0
+    );
+    let out_of_order = scalar(
+        &pool,
+        "SELECT count(*) FROM (
+             SELECT order_id, array_agg(to_status::text ORDER BY created_at, id) AS path
+             FROM order_events WHERE kind = 'status_changed' GROUP BY order_id
+         ) t WHERE path <> ARRAY['confirmed', 'processing', 'shipped', 'delivered']",
+    )
+    .await;
+    assert_eq!(out_of_order, 0);
+    eprintln!("fault 3: 600 back-to-back changes for 200 orders applied in order in {elapsed:?}");
+}
+
+/// Publishes `body` to this test's exchange as the relay would.
+async fn publish_raw(app: &TestApp, routing_key: &str, message_id: &str, body: &[u8]) {
+    let settings = app.settings();
+    let connection = common::broker::connect(&settings.broker, "test-publisher")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(message_id.into());
+    channel
+        .basic_publish(
+            settings.broker.exchange.as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    connection.close(200, "done".into()).await.expect("close");
+}
+
+/// Scenario 4: the same message delivered three times has one effect.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_message_delivered_three_times_has_one_effect(pool: PgPool) {
+    let app = TestApp::spawn_with_broker(pool.clone()).await;
+    let alice = shop(&app, 10).await;
+    let id = app.order(&alice, "BULK", 3).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_until(
+        "the relay published the order",
+        Duration::from_secs(10),
+        || async {
+            scalar(
+                &pool,
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+    let payload: Value = sqlx::query_scalar("SELECT payload FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .expect("payload");
+    let envelope: Envelope = serde_json::from_value(payload.clone()).expect("envelope");
+    for _ in 0..2 {
+        publish_raw(
+            &app,
+            "order.created",
+            &envelope.event_id.to_string(),
+            payload.to_string().as_bytes(),
+        )
+        .await;
+    }
+    app.start_workers(2);
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    wait_until("the queue is drained", Duration::from_secs(10), || async {
+        stats(&app).await["work_queue_messages"] == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(orders_not_confirmed_exactly_once(&pool).await, 0);
+    assert_eq!(app.stock_of("BULK").await, (7, 3));
+    assert_eq!(scalar(&pool, "SELECT count(*) FROM notifications").await, 1);
+}
+
+async fn stats(app: &TestApp) -> Value {
+    serde_json::to_value(
+        worker::ops::stats(&app.pool, &app.settings())
+            .await
+            .expect("stats"),
+    )
+    .expect("json")
+}
+
+/// Scenario 5: a poison message goes to the dead-letter queue with its reason, other orders
+/// flow; the operator commands list and re-drive it.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool.clone(), 1).await;
+    let alice = shop(&app, 10).await;
+    publish_raw(&app, "order.created", "poison-1", b"{ not json").await;
+    let ghost = Envelope::new(
+        common::events::EventType::OrderCreated,
+        uuid::Uuid::now_v7(),
+        1,
+        common::events::Actor::system(),
+        "test",
+        json!({}),
+    );
+    publish_raw(
+        &app,
+        "order.created",
+        "ghost-1",
+        serde_json::to_string(&ghost).expect("json").as_bytes(),
+    )
+    .await;
+    let id = app.order(&alice, "BULK", 1).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+
+    let settings = app.settings();
+    wait_until(
+        "both poison messages are dead-lettered",
+        Duration::from_secs(10),
+        || async { stats(&app).await["dead_letters"] == 2 },
+    )
+    .await;
+    let letters = worker::ops::list_dead_letters(&settings, 10)
+        .await
+        .expect("list");
+    let reasons: Vec<String> = letters
+        .iter()
+        .map(|l| l.error.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("malformed message")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("does not exist")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        stats(&app).await["dead_letters"],
+        2,
+        "listing leaves them in place"
+    );
+
+    // Re-driven, they fail again and return with the same reasons: nothing is lost either way.
+    let redriven = worker::ops::redrive(
+        &settings,
+        worker::ops::Selection::MessageIds(vec!["ghost-1".into()]),
+    )
+    .await
+    .expect("redrive");
+    assert_eq!(redriven, 1);
+    wait_until(
+        "the re-driven message is dead-lettered again",
+        Duration::from_secs(10),
+        || async {
+            let letters = worker::ops::list_dead_letters(&settings, 10)
+                .await
+                .expect("list");
+            letters.len() == 2
+                && letters
+                    .iter()
+                    .any(|l| l.message_id.as_deref() == Some("ghost-1"))
+        },
+    )
+    .await;
+}
+
+/// PostgreSQL stopped: the api answers 503 problem+json quickly, readiness names the
+/// database, and everything recovers by itself once it is back.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_database_outage_answers_503_quickly_and_recovers(pool: PgPool) {
+    let app = TestApp::spawn_with_broker(pool.clone()).await;
+    let alice = shop(&app, 10).await;
+    let outage = DatabaseOutage::begin().await;
+    let asked = Instant::now();
+    let response = app
+        .post(
+            "/api/orders",
+            Some(&alice.token),
+            order_body(&[("BULK", 1)]),
+        )
+        .await;
+    let answered_in = asked.elapsed();
+    assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(answered_in < Duration::from_secs(5), "took {answered_in:?}");
+    let ready = app
+        .client
+        .get(format!("{}/health/ready", app.address))
+        .send()
+        .await
+        .expect("sent");
+    let problem = assert_problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("PostgreSQL")
+    );
+    outage.end().await;
+    let recovered = Instant::now();
+    wait_until(
+        "orders are accepted again",
+        Duration::from_secs(20),
+        || async {
+            app.post(
+                "/api/orders",
+                Some(&alice.token),
+                order_body(&[("BULK", 1)]),
+            )
+            .await
+            .status()
+                == StatusCode::CREATED
+        },
+    )
+    .await;
+    eprintln!(
+        "database outage: 503 in {answered_in:?}; accepting orders {:?} after restart",
+        recovered.elapsed()
+    );
+}
