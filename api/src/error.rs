@@ -62,7 +62,7 @@ pub enum ApiError {
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(&'static str),
     #[error("too many requests")]
-    TooManyRequests,
+    TooManyRequests { retry_after_secs: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -93,7 +93,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,9 +125,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(detail) => {
                 ("unsupported_media_type", detail.to_owned(), vec![])
             }
-            ApiError::TooManyRequests => (
+            ApiError::TooManyRequests { retry_after_secs } => (
                 "rate_limited",
-                "Too many requests; retry later.".to_owned(),
+                format!("Too many attempts; retry in {retry_after_secs} seconds."),
                 vec![],
             ),
             ApiError::Unavailable(detail) => ("unavailable", detail.to_owned(), vec![]),
@@ -168,6 +168,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
         let unauthorized = matches!(self, ApiError::Unauthorized(_));
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after_secs } => Some(retry_after_secs.to_string()),
+            ApiError::Unavailable(_) => Some("1".to_owned()),
+            _ => None,
+        };
         let mut response = (status, problem_json(&self.problem())).into_response();
         let headers = response.headers_mut();
         headers.insert(
@@ -180,8 +185,8 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(r#"Bearer realm="orderflow""#),
             );
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(header::RETRY_AFTER, value);
         }
         response
     }

@@ -112,7 +112,11 @@ impl Relay {
                 }
             }
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => {
+                    // Close the channel before the connection, or lapin reports the overlap as an error.
+                    let _ = tokio::time::timeout(BROKER_CALL_TIMEOUT, channel.close(200, "relay stopping".into())).await;
+                    return Ok(());
+                }
                 () = self.wake.notified() => {},
                 () = tokio::time::sleep(SWEEP_INTERVAL) => {},
             }

@@ -9,7 +9,7 @@ use common::config::Settings;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::auth::jwt::JwtKeys;
+use crate::auth::{jwt::JwtKeys, throttle::LoginThrottle};
 
 /// Whether the outbox relay currently holds a working broker channel.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +36,7 @@ pub struct AppState {
     pub broker: BrokerStatus,
     /// Wakes the outbox relay right after a transaction wrote outbox rows.
     pub outbox_wake: Arc<Notify>,
+    pub login_throttle: Arc<LoginThrottle>,
 }
 
 impl AppState {
@@ -44,6 +45,10 @@ impl AppState {
         Ok(Self {
             pool,
             jwt: Arc::new(JwtKeys::new(&settings.auth)),
+            login_throttle: Arc::new(LoginThrottle::new(
+                settings.auth.login_max_failures,
+                settings.auth.login_lockout,
+            )),
             settings: Arc::new(settings),
             dummy_password_hash: dummy.into(),
             broker: BrokerStatus::default(),

@@ -89,6 +89,10 @@ pub struct AuthSettings {
     pub refresh_token_ttl: Duration,
     pub issuer: String,
     pub audience: String,
+    /// Failed logins for one account name before further attempts get 429.
+    pub login_max_failures: u32,
+    /// How long failed logins are remembered, and so how long a lockout lasts.
+    pub login_lockout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +203,13 @@ impl Settings {
                 ),
                 issuer: get("JWT_ISSUER", "orderflow"),
                 audience: get("JWT_AUDIENCE", "orderflow-api"),
+                login_max_failures: parse(&lookup, "LOGIN_MAX_FAILURES", 5, "a whole number")?,
+                login_lockout: Duration::from_secs(parse(
+                    &lookup,
+                    "LOGIN_LOCKOUT_SECS",
+                    900,
+                    "seconds",
+                )?),
             },
             log: LogSettings {
                 format: log_format,

@@ -124,6 +124,19 @@ impl Worker {
             tracing::info!(pending, "finishing in-flight messages");
         }
         while in_flight.join_next().await.is_some() {}
+        // Close channels explicitly before the connection, or lapin reports the overlap as an error.
+        if ended.is_ok() {
+            let _ = tokio::time::timeout(
+                BROKER_CALL_TIMEOUT,
+                channel.close(200, "worker stopping".into()),
+            )
+            .await;
+            let _ = tokio::time::timeout(
+                BROKER_CALL_TIMEOUT,
+                context.publisher.close(200, "worker stopping".into()),
+            )
+            .await;
+        }
         ended
     }
 }

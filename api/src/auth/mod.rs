@@ -5,5 +5,6 @@ mod current_user;
 pub mod jwt;
 pub mod password;
 pub mod refresh;
+pub mod throttle;
 
 pub use current_user::CurrentUser;

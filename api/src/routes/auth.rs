@@ -158,12 +158,14 @@ const BAD_CREDENTIALS: &str = "Incorrect username or password.";
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Wrong credentials or inactive account", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts for this account; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
     credentials: Credentials,
 ) -> ApiResult<axum::Json<TokenResponse>> {
+    state.login_throttle.check(&credentials.login)?;
     let mut conn = state.pool.acquire().await?;
     let user = accounts::find_by_login(&mut conn, &credentials.login).await?;
     drop(conn);
@@ -175,8 +177,12 @@ pub async fn login(
     let matches = password::verify(credentials.password, stored).await?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
-        _ => return Err(ApiError::Unauthorized(BAD_CREDENTIALS)),
+        _ => {
+            state.login_throttle.record_failure(&credentials.login);
+            return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
+        }
     };
+    state.login_throttle.reset(&credentials.login);
     let mut tx = state.pool.begin().await?;
     let response = issue_tokens(&state, &mut tx, user, Uuid::now_v7()).await?;
     tx.commit().await?;

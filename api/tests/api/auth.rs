@@ -426,3 +426,29 @@ async fn the_operator_command_creates_the_first_admin(pool: PgPool) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["user"]["role"], "admin");
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn repeated_failed_logins_are_rate_limited(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.user(Role::Customer, "kim").await;
+    let limit = app.settings().auth.login_max_failures;
+    for _ in 0..limit {
+        assert_eq!(
+            app.login("kim", "wrong-password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = app
+        .post(
+            "/api/auth/login",
+            None,
+            json!({ "username": "KIM", "password": PASSWORD }),
+        )
+        .await;
+    assert!(blocked.headers().contains_key("retry-after"));
+    assert_problem(blocked, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(
+        app.login("someone-else", "wrong-password").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}

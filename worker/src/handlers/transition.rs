@@ -133,7 +133,11 @@ async fn notify_customer(
     reason: Option<&str>,
 ) -> sqlx::Result<()> {
     let mut message = format!("Your order {} is now {to}.", short_id(order.id));
-    if let Some(reason) = reason {
+    // Why an order was confirmed or shipped is internal; why it was cancelled or refunded
+    // is what the customer wants to know.
+    if let Some(reason) =
+        reason.filter(|_| matches!(to, OrderStatus::Cancelled | OrderStatus::Refunded))
+    {
         message.push_str(&format!(" Reason: {reason}."));
     }
     sqlx::query(
