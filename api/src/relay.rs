@@ -55,28 +55,18 @@ impl Relay {
     /// Runs until `shutdown`, reconnecting to the broker whenever it is lost.
     pub async fn run(self, shutdown: CancellationToken) {
         let topology = Topology::new(&self.settings.broker);
-        while !shutdown.is_cancelled() {
-            let Some(connection) =
-                broker::connect_with_retry(&self.settings.broker, "orderflow-api-relay", &shutdown)
-                    .await
-            else {
-                break;
-            };
-            match self.session(&connection, &topology, &shutdown).await {
-                Ok(()) => {}
-                Err(error) => tracing::warn!(
-                    error = format!("{error:#}"),
-                    "outbox relay lost the broker; reconnecting"
-                ),
-            }
-            self.status.set_connected(false);
-            let _ = tokio::time::timeout(
-                BROKER_CALL_TIMEOUT,
-                connection.close(200, "relay stopping".into()),
-            )
-            .await;
-        }
-        tracing::info!("outbox relay stopped");
+        let (relay, topology, stop) = (&self, &topology, &shutdown);
+        broker::supervise(
+            &self.settings.broker,
+            "outbox relay",
+            &shutdown,
+            |connection| async move {
+                let ended = relay.session(&connection, topology, stop).await;
+                relay.status.set_connected(false);
+                ended
+            },
+        )
+        .await;
     }
 
     async fn session(

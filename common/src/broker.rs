@@ -8,7 +8,7 @@
 //!                                 <exchange>.dead ─▶ <queue>.dead (operators re-drive)
 //! ```
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
@@ -23,6 +23,8 @@ use crate::{config::BrokerSettings, events::EventType};
 
 /// Upper bound for any single broker call, so an unresponsive broker never hangs a task.
 pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a lost session before reconnecting, so a flapping broker is not hammered.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
 /// Names of every exchange and queue, derived from the settings.
 #[derive(Debug, Clone)]
@@ -189,4 +191,34 @@ pub async fn connect_with_retry(
         result = retrying => result.ok(),
         () = shutdown.cancelled() => None,
     }
+}
+
+/// The reconnecting loop around a broker session: connects with back-off, runs `session`
+/// on the connection, and when it fails (the broker went away) closes what is left and
+/// starts over — until `shutdown`, when `session` is expected to return `Ok`.
+pub async fn supervise<F, Session>(
+    settings: &BrokerSettings,
+    name: &str,
+    shutdown: &CancellationToken,
+    mut session: F,
+) where
+    F: FnMut(Arc<Connection>) -> Session,
+    Session: Future<Output = anyhow::Result<()>>,
+{
+    while !shutdown.is_cancelled() {
+        let Some(connection) = connect_with_retry(settings, name, shutdown).await else {
+            break;
+        };
+        let connection = Arc::new(connection);
+        if let Err(error) = session(connection.clone()).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "{name} lost the broker; reconnecting"
+            );
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
+        let _ = tokio::time::timeout(BROKER_CALL_TIMEOUT, connection.close(200, "closing".into()))
+            .await;
+    }
+    tracing::info!("{name} stopped");
 }

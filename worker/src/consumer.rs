@@ -2,7 +2,7 @@
 //! manual acknowledgements and a bounded prefetch, and on shutdown stops consuming, lets
 //! in-flight messages finish and closes the connection.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::Context;
 use common::{
@@ -21,8 +21,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, Context as DeliveryContext};
 
-const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
-
 /// One worker process's consumer.
 pub struct Worker {
     pub pool: PgPool,
@@ -33,27 +31,14 @@ impl Worker {
     /// Consumes until `shutdown`, reconnecting whenever the broker connection is lost.
     pub async fn run(self, shutdown: CancellationToken) {
         let topology = Topology::new(&self.settings.broker);
-        while !shutdown.is_cancelled() {
-            let Some(connection) =
-                broker::connect_with_retry(&self.settings.broker, "orderflow-worker", &shutdown)
-                    .await
-            else {
-                break;
-            };
-            if let Err(error) = self.session(&connection, &topology, &shutdown).await {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "worker lost the broker; reconnecting"
-                );
-                tokio::time::sleep(RECONNECT_PAUSE).await;
-            }
-            let _ = tokio::time::timeout(
-                BROKER_CALL_TIMEOUT,
-                connection.close(200, "worker stopping".into()),
-            )
-            .await;
-        }
-        tracing::info!("worker stopped");
+        let (worker, topology, stop) = (&self, &topology, &shutdown);
+        broker::supervise(
+            &self.settings.broker,
+            "worker",
+            &shutdown,
+            |connection| async move { worker.session(&connection, topology, stop).await },
+        )
+        .await;
     }
 
     async fn session(

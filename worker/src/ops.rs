@@ -97,19 +97,7 @@ pub async fn list_dead_letters(
         letters.push(describe(&message.delivery));
         tags.push(message.delivery.delivery_tag);
     }
-    // Hand them all back untouched.
-    for tag in tags {
-        channel
-            .basic_nack(
-                tag,
-                BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
-    }
-    let _ = connection.close(200, "done".into()).await;
+    hand_back(connection, &channel, tags).await?;
     Ok(letters)
 }
 
@@ -168,7 +156,17 @@ pub async fn redrive(settings: &Settings, selection: Selection) -> anyhow::Resul
             other => anyhow::bail!("the broker did not take a re-driven message: {other:?}"),
         }
     }
-    for tag in skipped {
+    hand_back(connection, &channel, skipped).await?;
+    Ok(redriven)
+}
+
+/// Returns the messages behind `tags` to their queue untouched, then closes the connection.
+async fn hand_back(
+    connection: lapin::Connection,
+    channel: &Channel,
+    tags: Vec<u64>,
+) -> anyhow::Result<()> {
+    for tag in tags {
         channel
             .basic_nack(
                 tag,
@@ -180,7 +178,7 @@ pub async fn redrive(settings: &Settings, selection: Selection) -> anyhow::Resul
             .await?;
     }
     let _ = connection.close(200, "done".into()).await;
-    Ok(redriven)
+    Ok(())
 }
 
 async fn open(settings: &Settings) -> anyhow::Result<(lapin::Connection, Channel, Topology)> {
