@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod cli;
+pub mod detach;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

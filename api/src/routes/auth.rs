@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::{
     accounts::{self, NewUser, UserResponse},
     auth::{CurrentUser, password, refresh},
+    detach::detached,
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, has_content_type, parse_json, read_body},
     state::AppState,
@@ -240,8 +241,14 @@ pub async fn refresh_tokens(
     State(state): State<AppState>,
     AppJson(body): AppJson<RefreshRequest>,
 ) -> ApiResult<axum::Json<TokenResponse>> {
+    // A rotation cut off after its commit would leave the client holding a spent token.
+    detached(async move { rotate(&state, &body.refresh_token).await.map(axum::Json) }).await
+}
+
+/// Spends `token` and issues the next pair of its family; a replayed token revokes the family.
+async fn rotate(state: &AppState, token: &str) -> ApiResult<TokenResponse> {
     let mut tx = state.pool.begin().await?;
-    let stored = refresh::find_for_update(&mut tx, &body.refresh_token)
+    let stored = refresh::find_for_update(&mut tx, token)
         .await?
         .ok_or(ApiError::Unauthorized(BAD_REFRESH))?;
     if stored.rotated_at.is_some() && stored.revoked_at.is_none() {
@@ -259,9 +266,9 @@ pub async fn refresh_tokens(
         .filter(|user| user.is_active)
         .ok_or(ApiError::Unauthorized(BAD_REFRESH))?;
     refresh::mark_rotated(&mut tx, stored.id).await?;
-    let response = issue_tokens(&state, &mut tx, user, stored.family_id).await?;
+    let response = issue_tokens(state, &mut tx, user, stored.family_id).await?;
     tx.commit().await?;
-    Ok(axum::Json(response))
+    Ok(response)
 }
 
 #[utoipa::path(

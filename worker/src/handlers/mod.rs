@@ -59,10 +59,9 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
             envelope.event_type.routing_key()
         )));
     }
-    let mut tx = pool.begin().await?;
     // A stuck lock must not hold a worker forever; the message is retried instead.
-    sqlx::query("SET LOCAL lock_timeout = '5s'")
-        .execute(&mut *tx)
+    let mut tx = pool
+        .begin_with("BEGIN; SET LOCAL lock_timeout = '5s'")
         .await?;
     if !claim(&mut tx, envelope).await? {
         return Ok(Outcome::Duplicate);
@@ -86,7 +85,6 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
         EventType::CancelRequested => cancel::apply(&mut tx, &order, envelope).await?,
         EventType::StatusChanged => unreachable!("checked above: not a command"),
     }
-    mark_applied(&mut tx, order.id, envelope.seq).await?;
     tx.commit().await?;
     Ok(Outcome::Applied)
 }
@@ -110,22 +108,6 @@ async fn lock_order(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Lo
     .bind(id)
     .fetch_optional(conn)
     .await
-}
-
-/// Records `seq` as applied; once no accepted command is pending, the projected status
-/// (what the API checks new requests against) converges on the real one.
-async fn mark_applied(conn: &mut PgConnection, id: Uuid, seq: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE orders SET applied_seq = $2,
-             projected_status = CASE WHEN last_seq = $2 THEN status ELSE projected_status END,
-             updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(seq)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Decodes a command's payload; a payload that does not fit its type is permanent.

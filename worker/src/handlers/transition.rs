@@ -1,12 +1,11 @@
 //! Attempting a transition: the state machine decides; an allowed one moves stock and writes
 //! status, timeline, customer notification and follow-up event; a refused one writes a
-//! timeline entry saying why.
+//! timeline entry saying why. Either way the command's `seq` is recorded as applied, in the
+//! same statement: every command ends in exactly one `attempt`.
 
 use common::{
     domain::{OrderStatus, status::Initiator},
     events::{Actor, Envelope, EventType, StatusChanged},
-    outbox,
-    timeline::{self, Entry, EntryKind},
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -63,49 +62,26 @@ pub async fn attempt(
     Ok(true)
 }
 
+/// Records `seq` as applied; once no accepted command is pending, the projected status (what
+/// the API checks new requests against) converges on the real one. Shared by both writes below.
+macro_rules! mark_applied {
+    () => {
+        "UPDATE orders SET status = $3, tracking_number = COALESCE($4, tracking_number), applied_seq = $2,
+             projected_status = CASE WHEN last_seq = $2 THEN $3 ELSE projected_status END, updated_at = now()
+         WHERE id = $1"
+    };
+}
+
+/// Writes an applied transition in one statement (one round trip while the order's and its
+/// products' rows are locked): status, timeline entry, customer notification, timeline
+/// entry for the notification, and the `order.status_changed` event.
 async fn apply(
     conn: &mut PgConnection,
     order: &LockedOrder,
     change: Applied<'_>,
 ) -> sqlx::Result<()> {
     let from = order.status;
-    sqlx::query(
-        "UPDATE orders SET status = $2, tracking_number = COALESCE($3, tracking_number), updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(order.id)
-    .bind(change.to)
-    .bind(change.tracking_number)
-    .execute(&mut *conn)
-    .await?;
-    let seq = Some(change.cause.seq);
-    timeline::record(
-        conn,
-        Entry {
-            order_id: order.id,
-            kind: EntryKind::StatusChanged,
-            from: Some(from),
-            to: Some(change.to),
-            actor: change.actor,
-            reason: change.reason,
-            seq,
-        },
-    )
-    .await?;
-    notify_customer(conn, order, change.to, change.reason).await?;
-    timeline::record(
-        conn,
-        Entry {
-            order_id: order.id,
-            kind: EntryKind::Notified,
-            from: None,
-            to: Some(change.to),
-            actor: &Actor::system(),
-            reason: Some("customer notified"),
-            seq,
-        },
-    )
-    .await?;
+    let seq = change.cause.seq;
     let tracking_number = change
         .tracking_number
         .map(str::to_owned)
@@ -113,7 +89,7 @@ async fn apply(
     let event = Envelope::new(
         EventType::StatusChanged,
         order.id,
-        change.cause.seq,
+        seq,
         change.actor.clone(),
         change.cause.correlation_id.clone(),
         StatusChanged {
@@ -123,16 +99,49 @@ async fn apply(
             tracking_number,
         },
     );
-    outbox::enqueue(conn, &event).await
+    let payload = serde_json::to_value(&event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    // Ids are v7 and made in this order, so entries written at the same instant stay in order.
+    let (changed_id, notification_id, notified_id) =
+        (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(concat!(
+        "WITH moved AS (",
+        mark_applied!(),
+        "), at AS (SELECT clock_timestamp() AS t),
+         changed AS (
+             INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq, created_at)
+             SELECT $5, $1, 'status_changed', $6, $3, $7, $8, $9, $2, t FROM at
+         ), notified AS (
+             INSERT INTO notifications (id, user_id, order_id, kind, message) VALUES ($10, $11, $1, $12, $13)
+         ), logged AS (
+             INSERT INTO order_events (id, order_id, kind, to_status, actor_role, reason, seq, created_at)
+             SELECT $14, $1, 'notified', $3, 'system', 'customer notified', $2, t FROM at
+         )
+         INSERT INTO outbox (event_id, order_id, seq, routing_key, payload) VALUES ($15, $1, $2, $16, $17)"
+    ))
+    .bind(order.id)
+    .bind(seq)
+    .bind(change.to)
+    .bind(change.tracking_number)
+    .bind(changed_id)
+    .bind(from)
+    .bind(change.actor.user_id)
+    .bind(&change.actor.role)
+    .bind(change.reason)
+    .bind(notification_id)
+    .bind(order.customer_id)
+    .bind(format!("order_{}", change.to))
+    .bind(notification_text(order.id, change.to, change.reason))
+    .bind(notified_id)
+    .bind(event.event_id)
+    .bind(EventType::StatusChanged.routing_key())
+    .bind(payload)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
-async fn notify_customer(
-    conn: &mut PgConnection,
-    order: &LockedOrder,
-    to: OrderStatus,
-    reason: Option<&str>,
-) -> sqlx::Result<()> {
-    let mut message = format!("Your order {} is now {to}.", short_id(order.id));
+fn notification_text(order_id: Uuid, to: OrderStatus, reason: Option<&str>) -> String {
+    let mut message = format!("Your order {} is now {to}.", short_id(order_id));
     // Why an order was confirmed or shipped is internal; why it was cancelled or refunded
     // is what the customer wants to know.
     if let Some(reason) =
@@ -140,17 +149,7 @@ async fn notify_customer(
     {
         message.push_str(&format!(" Reason: {reason}."));
     }
-    sqlx::query(
-        "INSERT INTO notifications (id, user_id, order_id, kind, message) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(order.customer_id)
-    .bind(order.id)
-    .bind(format!("order_{to}"))
-    .bind(message)
-    .execute(conn)
-    .await?;
-    Ok(())
+    message
 }
 
 /// The last 8 hex digits of an id: enough for a customer to tell orders apart.
@@ -159,7 +158,7 @@ fn short_id(id: Uuid) -> String {
     simple[simple.len() - 8..].to_owned()
 }
 
-/// Records that a requested transition was refused, and why.
+/// Records that a requested transition was refused, and why; the status stays as it is.
 async fn reject(
     conn: &mut PgConnection,
     order: &LockedOrder,
@@ -169,17 +168,23 @@ async fn reject(
     seq: i64,
 ) -> sqlx::Result<()> {
     tracing::info!(order_id = %order.id, from = %order.status, to = %requested, reason, "transition refused");
-    timeline::record(
-        conn,
-        Entry {
-            order_id: order.id,
-            kind: EntryKind::Rejected,
-            from: Some(order.status),
-            to: Some(requested),
-            actor,
-            reason: Some(reason),
-            seq: Some(seq),
-        },
-    )
-    .await
+    sqlx::query(concat!(
+        "WITH moved AS (",
+        mark_applied!(),
+        ")
+         INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq)
+         VALUES ($5, $1, 'rejected', $3, $6, $7, $8, $9, $2)"
+    ))
+    .bind(order.id)
+    .bind(seq)
+    .bind(order.status)
+    .bind(None::<String>)
+    .bind(Uuid::now_v7())
+    .bind(requested)
+    .bind(actor.user_id)
+    .bind(&actor.role)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::model::{NO_ORDER, owner_filter};
 use crate::{
     auth::CurrentUser,
+    detach::detached,
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath},
     middleware::RequestId,
@@ -89,7 +90,7 @@ pub async fn change_status(
             tracking_number: body.tracking_number.map(|t| t.trim().to_owned()),
         })
     };
-    enqueue(&state, &user, &request_id, id, command).await
+    detached(async move { enqueue(&state, &user, &request_id, id, command).await }).await
 }
 
 #[utoipa::path(
@@ -108,16 +109,10 @@ pub async fn cancel_order(
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
     let reason = format!("cancelled by {}", user.role.as_str());
-    enqueue(
-        &state,
-        &user,
-        &request_id,
-        id,
-        Command::Cancel {
-            reason: Some(reason),
-        },
-    )
-    .await
+    let command = Command::Cancel {
+        reason: Some(reason),
+    };
+    detached(async move { enqueue(&state, &user, &request_id, id, command).await }).await
 }
 
 enum Command {

@@ -20,9 +20,10 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::model::{OrderResponse, load_response, order_columns};
+use super::model::{ItemRow, OrderResponse, order_columns};
 use crate::{
     auth::CurrentUser,
+    detach::detached,
     error::{ApiError, ApiResult, FieldError, Problem},
     extract::{AppJson, parse_value},
     idempotency::{self, Claim, IdempotencyKey},
@@ -84,13 +85,19 @@ pub async fn create_order(
     {
         return Ok((status, [("idempotent-replayed", "true")], Json(body)).into_response());
     }
-    let placed = place(&state, &user, &request_id, request, key.as_ref()).await;
-    if placed.is_err()
-        && let Some(key) = &key
-    {
-        idempotency::release(&state.pool, user.id, key).await;
-    }
-    let order = placed?;
+    let order = detached({
+        let state = state.clone();
+        async move {
+            let placed = place(&state, &user, &request_id, request, key.as_ref()).await;
+            if placed.is_err()
+                && let Some(key) = &key
+            {
+                idempotency::release(&state.pool, user.id, key).await;
+            }
+            placed
+        }
+    })
+    .await?;
     state.outbox_wake.notify_one();
     tracing::info!(order_id = %order.id, total = %order.total_amount, "order placed");
     let location = format!("/api/orders/{}", order.id);
@@ -147,7 +154,7 @@ async fn place(
     .bind(&request.notes)
     .fetch_one(&mut *tx)
     .await?;
-    insert_lines(&mut tx, order_id, &lines).await?;
+    let items = insert_lines(&mut tx, order_id, &lines).await?;
     let actor = Actor {
         user_id: Some(user.id),
         role: user.role.as_str().to_owned(),
@@ -183,7 +190,7 @@ async fn place(
         ),
     )
     .await?;
-    let response = load_response(&mut tx, order).await?;
+    let response = OrderResponse::new(order, items);
     if let Some(key) = key {
         let body = serde_json::to_value(&response).map_err(anyhow::Error::from)?;
         idempotency::complete(&mut tx, user.id, key, StatusCode::CREATED, &body).await?;
@@ -237,7 +244,7 @@ fn validate(request: &CreateOrderRequest) -> ApiResult<()> {
 }
 
 /// Resolves every line to an active catalogue product, checks client prices and currency,
-/// and merges lines of the same product. Products are returned in id order.
+/// and merges lines of the same product. Lines are returned in SKU order, as orders list them.
 async fn price_lines(
     conn: &mut PgConnection,
     lines: &[OrderLineRequest],
@@ -305,7 +312,7 @@ async fn price_lines(
         return Err(ApiError::Validation(errors));
     }
     let mut priced: Vec<PricedLine> = merged.into_values().collect();
-    priced.sort_by_key(|line| line.product.id);
+    priced.sort_by(|a, b| a.product.sku.cmp(&b.product.sku));
     if priced
         .iter()
         .any(|line| line.product.currency != priced[0].product.currency)
@@ -322,7 +329,7 @@ async fn insert_lines(
     conn: &mut PgConnection,
     order_id: Uuid,
     lines: &[PricedLine],
-) -> ApiResult<()> {
+) -> ApiResult<Vec<ItemRow>> {
     let mut ids = Vec::with_capacity(lines.len());
     let mut product_ids = Vec::with_capacity(lines.len());
     let mut names = Vec::with_capacity(lines.len());
@@ -342,12 +349,14 @@ async fn insert_lines(
         totals.push(line.product_total().map(Money::minor).unwrap_or_default());
     }
     // One round trip for every line.
-    sqlx::query(
+    let items = sqlx::query_as(
         "INSERT INTO order_items (id, order_id, product_id, product_name, product_sku, product_description,
              quantity, unit_price_minor, total_price_minor)
          SELECT id, $2, product_id, name, sku, description, quantity, unit_price, total
          FROM UNNEST($1::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bigint[])
-              AS l(id, product_id, name, sku, description, quantity, unit_price, total)",
+              AS l(id, product_id, name, sku, description, quantity, unit_price, total)
+         RETURNING id, order_id, product_id, product_name, product_sku, product_description, quantity,
+                   unit_price_minor, total_price_minor",
     )
     .bind(&ids)
     .bind(order_id)
@@ -358,7 +367,7 @@ async fn insert_lines(
     .bind(&quantities)
     .bind(&unit_prices)
     .bind(&totals)
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(())
+    Ok(items)
 }

@@ -156,7 +156,7 @@ pub async fn items_of(
     let rows: Vec<ItemRow> = sqlx::query_as(
         "SELECT id, order_id, product_id, product_name, product_sku, product_description, quantity,
                 unit_price_minor, total_price_minor
-         FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_sku",
+         FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_sku COLLATE \"C\"",
     )
     .bind(order_ids)
     .fetch_all(conn)

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Benchmark of the order pipeline on this machine (loopback only, bounded in time).
+#   1. POST /api/orders under load (wrk, 32 connections, 15 s) with 2 workers running:
+#      throughput, latency percentiles, and order-placed → confirmed latency from the timeline.
+#   2. Worker drain rate: a backlog built with the workers stopped, drained by 1 worker
+#      and by 2 workers, alternated 3 times each; medians and their ratio. Once with orders
+#      spread over 20 products, once with every order for the same product (a flash sale:
+#      one hot row that every reservation must lock in turn).
+# Uses its own database (orderflow_bench) and its own exchange and queues.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || apt-get install -y -qq wrk
+scripts/services.sh
+cargo build --release --quiet --bins
+
+export DATABASE_URL=postgres://postgres@127.0.0.1:5432/orderflow_bench
+export AMQP_EXCHANGE="bench.$$" AMQP_QUEUE="bench.$$.orders"
+export LOG_DIR="" RUST_LOG=warn PORT=8099 HOST=127.0.0.1 LOGIN_MAX_FAILURES=1000
+psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS orderflow_bench" -c "CREATE DATABASE orderflow_bench"
+sql() { psql -qAt "$DATABASE_URL" -c "$1"; }
+api=http://127.0.0.1:8099
+
+pids=()
+cleanup() {
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  delete_bench_queues 2>/dev/null || true
+}
+delete_bench_queues() {
+  rabbitmqctl -q delete_queue "$AMQP_QUEUE"; rabbitmqctl -q delete_queue "$AMQP_QUEUE.retry"; rabbitmqctl -q delete_queue "$AMQP_QUEUE.dead"
+}
+trap cleanup EXIT
+
+./target/release/api & pids+=($!)
+until curl -fs $api/health/ready >/dev/null; do sleep 0.2; done
+start_workers() { workers=(); for _ in $(seq "$1"); do ./target/release/worker & workers+=($!); pids+=($!); done; }
+stop_workers() { kill -TERM "${workers[@]}"; wait "${workers[@]}" 2>/dev/null || true; }
+
+ADMIN_PASSWORD=bench-admin-password ./target/release/api create-user --role admin --email admin@bench.test --username admin >/dev/null
+login() { curl -fs $api/api/auth/login -H 'content-type: application/json' -d "{\"username\":\"$1\",\"password\":\"$2\"}" | jq -r .access_token; }
+admin=$(login admin bench-admin-password)
+curl -fs $api/api/auth/register -H 'content-type: application/json' \
+  -d '{"email":"buyer@bench.test","username":"buyer","password":"bench-buyer-password"}' >/dev/null
+export TOKEN=$(login buyer bench-buyer-password)
+for i in $(seq 20); do
+  curl -fs $api/api/products -H "authorization: Bearer $admin" -H 'content-type: application/json' \
+    -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price\":\"1.00\",\"stock\":100000000}" >/dev/null
+done
+
+echo "== 1. placing orders over 20 products: wrk -t2 -c32 -d15s, 2 workers running"
+export PRODUCTS=20
+start_workers 2
+wrk -t2 -c32 -d15s -s bench/place_order.lua $api | grep -E "requests/s|latency p|errors"
+until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ]; do sleep 0.5; done
+sql "SELECT 'orders placed ' || count(*) FROM orders"
+sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN order_events c
+       ON c.order_id = p.order_id AND c.kind = 'status_changed' AND c.to_status = 'confirmed' WHERE p.kind = 'created')
+     SELECT format('placed -> confirmed p50 %s ms, p90 %s ms, p99 %s ms',
+       round(extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY d)) * 1000, 1),
+       round(extract(epoch FROM percentile_cont(0.9) WITHIN GROUP (ORDER BY d)) * 1000, 1),
+       round(extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d)) * 1000, 1)) FROM t"
+stop_workers
+
+echo "== 2. draining a backlog: 1 worker vs 2 workers, alternated"
+drain() {
+  wrk -t2 -c16 -d4s -s bench/place_order.lua $api >/dev/null
+  local backlog; backlog=$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")
+  local started; started=$(date +%s.%N)
+  start_workers "$1"
+  until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ]; do sleep 0.05; done
+  local rate; rate=$(echo "$backlog / ($(date +%s.%N) - $started)" | bc -l)
+  stop_workers
+  printf '%d worker(s): %d orders in backlog, %.0f orders/s\n' "$1" "$backlog" "$rate" >&2
+  echo "$rate"
+}
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+compare() {
+  local one=() two=()
+  for _ in 1 2 3; do one+=("$(drain 1)"); two+=("$(drain 2)"); done
+  local m1 m2; m1=$(median "${one[@]}"); m2=$(median "${two[@]}")
+  printf '%s: median drain 1 worker %.0f orders/s, 2 workers %.0f orders/s, ratio %.2f\n' \
+    "$1" "$m1" "$m2" "$(echo "$m2 / $m1" | bc -l)"
+}
+PRODUCTS=20 compare "orders over 20 products"
+PRODUCTS=1 compare "every order for one product"
