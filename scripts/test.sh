@@ -12,6 +12,6 @@ scripts/services.sh
 cargo build --quiet -p worker --bin worker
 
 status=0
-cargo nextest run --workspace --no-fail-fast -E 'not test(/^fault::/)' "$@" || status=$?
-cargo nextest run --workspace --no-fail-fast --test-threads 1 -E 'test(/^fault::/)' "$@" || status=$?
+cargo nextest run --workspace --no-fail-fast --no-tests=pass -E 'not test(/^fault::/)' "$@" || status=$?
+cargo nextest run --workspace --no-fail-fast --no-tests=pass --test-threads 1 -E 'test(/^fault::/)' "$@" || status=$?
 exit "$status"

@@ -58,11 +58,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         status: state.broker.clone(),
         wake: state.outbox_wake.clone(),
     };
-    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    // The relay stops only after the server has drained, so it can publish what the last
+    // requests wrote.
+    let relay_stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     tracing::info!(%address, "orderflow api listening; docs at /docs");
     api::serve(listener, state, shutdown.clone()).await?;
-    // The server has drained; let the relay publish what the last requests wrote.
-    shutdown.cancel();
+    relay_stop.cancel();
     relay_task.await.context("outbox relay panicked")?;
     tracing::info!("api stopped");
     Ok(())

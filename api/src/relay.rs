@@ -103,6 +103,7 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => {
+                    self.drain(&channel, topology).await;
                     // Close the channel before the connection, or lapin reports the overlap as an error.
                     let _ = tokio::time::timeout(BROKER_CALL_TIMEOUT, channel.close(200, "relay stopping".into())).await;
                     return Ok(());
@@ -113,6 +114,24 @@ impl Relay {
             if !connection.status().connected() {
                 anyhow::bail!("connection closed");
             }
+        }
+    }
+
+    /// On shutdown: publishes what the last requests wrote, for a bounded time. Whatever is
+    /// left stays in the outbox for the next relay to send.
+    async fn drain(&self, channel: &Channel, topology: &Topology) {
+        let rounds = async {
+            while let Ok(published) = self.publish_round(channel, topology).await {
+                if published == 0 {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(BROKER_CALL_TIMEOUT, rounds)
+            .await
+            .is_err()
+        {
+            tracing::warn!("outbox not drained before shutdown; the next relay sends the rest");
         }
     }
 

@@ -1,5 +1,7 @@
-//! The worker's handler called directly (no broker): exactly-once effects, per-order
-//! sequence, and permanent failures.
+//! The worker's handler and watchdog called directly (no broker): exactly-once effects,
+//! per-order sequence, permanent failures, stuck orders and key pruning.
+
+use std::time::Duration;
 
 use common::{
     domain::Role,
@@ -8,7 +10,10 @@ use common::{
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
-use worker::handlers::{HandleError, Outcome, handle};
+use worker::{
+    handlers::{HandleError, Outcome, handle},
+    watchdog,
+};
 
 use crate::helpers::TestApp;
 
@@ -161,4 +166,71 @@ async fn commands_for_unknown_orders_or_with_bad_payloads_are_permanent_failures
         .await
         .expect("count");
     assert_eq!(processed, 1, "failed messages leave no inbox row");
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_watchdog_re_enqueues_commands_that_were_never_applied(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "MUG", "5.00", 10).await;
+    let lost = app.order(&alice, "MUG", 1).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let fine = app.order(&alice, "MUG", 1).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Both were published an hour ago; only the second was ever applied.
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '1 hour'")
+        .execute(&pool)
+        .await
+        .expect("publish");
+    sqlx::query("UPDATE orders SET updated_at = now() - interval '1 hour', applied_seq = CASE WHEN id = $1::uuid THEN 1 ELSE 0 END")
+        .bind(&fine)
+        .execute(&pool)
+        .await
+        .expect("age");
+
+    let round = watchdog::round(&pool, Duration::from_secs(60), Duration::from_secs(86_400))
+        .await
+        .expect("round")
+        .expect("elected");
+    assert_eq!(round.requeued_orders, 1);
+    let unpublished: Vec<String> =
+        sqlx::query_scalar("SELECT order_id::text FROM outbox WHERE published_at IS NULL")
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
+    assert_eq!(unpublished, [lost]);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_watchdog_prunes_expired_idempotency_keys(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let alice = app.user(Role::Customer, "alice").await;
+    for (key, age) in [("old", "25 hours"), ("fresh", "1 hour")] {
+        sqlx::query("INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES ($1, $2, '\\x00', now() - $3::interval)")
+            .bind(alice.id)
+            .bind(key)
+            .bind(age)
+            .execute(&pool)
+            .await
+            .expect("key");
+    }
+    let round = watchdog::round(
+        &pool,
+        Duration::from_secs(60),
+        Duration::from_secs(24 * 3600),
+    )
+    .await
+    .expect("round")
+    .expect("elected");
+    assert_eq!(round.pruned_keys, 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+        .fetch_all(&pool)
+        .await
+        .expect("keys");
+    assert_eq!(left, ["fresh"]);
 }
