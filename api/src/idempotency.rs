@@ -6,12 +6,22 @@
 //! 409; the same key with another body gets 422. A claim whose request died without
 //! answering is taken over after a minute. Keys live at least 24 hours.
 
-use axum::http::{HeaderMap, StatusCode};
+use std::future::Future;
+
+use axum::{
+    Json,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use crate::{
+    detach::detached,
+    error::{ApiError, ApiResult},
+};
 
 pub const HEADER: &str = "idempotency-key";
 
@@ -36,7 +46,7 @@ impl IdempotencyKey {
 }
 
 /// What the first look at a key decided.
-pub enum Claim {
+enum Claim {
     /// The key is ours: process the request and `complete` it.
     Proceed,
     /// The key was used for this very request: answer with its stored response.
@@ -87,7 +97,7 @@ struct Stored {
     response_body: Option<serde_json::Value>,
 }
 
-pub async fn claim(
+async fn claim(
     pool: &PgPool,
     user_id: Uuid,
     key: &IdempotencyKey,
@@ -135,14 +145,17 @@ pub async fn claim(
     }
 }
 
-/// Stores the response, inside the transaction that created the resource.
+/// Stores the response of a keyed request, inside the transaction that created the
+/// resource; does nothing for a request without a key.
 pub async fn complete(
     conn: &mut PgConnection,
     user_id: Uuid,
-    key: &IdempotencyKey,
+    key: Option<&IdempotencyKey>,
     status: StatusCode,
-    body: &serde_json::Value,
-) -> sqlx::Result<()> {
+    body: &impl Serialize,
+) -> ApiResult<()> {
+    let Some(key) = key else { return Ok(()) };
+    let body = serde_json::to_value(body).map_err(anyhow::Error::from)?;
     sqlx::query(
         "UPDATE idempotency_keys SET response_status = $3, response_body = $4 WHERE user_id = $1 AND key = $2",
     )
@@ -155,8 +168,53 @@ pub async fn complete(
     Ok(())
 }
 
+/// What a creating request came to.
+pub enum Created<T> {
+    /// `create` ran and made this.
+    New(T),
+    /// The same request was answered before: here is that answer again.
+    Replayed(Response),
+}
+
+/// Runs a creating request at most once per `Idempotency-Key` (when it has one). `create`
+/// gets the key and stores its response with `complete` in its own transaction; when it
+/// fails, the key is freed. It runs detached, so a client hanging up cannot leave its key
+/// claimed or its transaction half done.
+pub async fn once<T, Fut>(
+    pool: PgPool,
+    user_id: Uuid,
+    headers: &HeaderMap,
+    body: &serde_json::Value,
+    create: impl FnOnce(Option<IdempotencyKey>) -> Fut,
+) -> ApiResult<Created<T>>
+where
+    T: Send + 'static,
+    Fut: Future<Output = ApiResult<T>> + Send + 'static,
+{
+    let key = IdempotencyKey::from_headers(headers)?;
+    if let Some(key) = &key
+        && let Claim::Replay(status, stored) =
+            claim(&pool, user_id, key, &fingerprint(body)).await?
+    {
+        let replay = (status, [("idempotent-replayed", "true")], Json(stored));
+        return Ok(Created::Replayed(replay.into_response()));
+    }
+    let work = create(key.clone());
+    detached(async move {
+        let result = work.await;
+        if result.is_err()
+            && let Some(key) = &key
+        {
+            release(&pool, user_id, key).await;
+        }
+        result
+    })
+    .await
+    .map(Created::New)
+}
+
 /// Frees the key of a request that failed, so the client may retry it once fixed.
-pub async fn release(pool: &PgPool, user_id: Uuid, key: &IdempotencyKey) {
+async fn release(pool: &PgPool, user_id: Uuid, key: &IdempotencyKey) {
     let released = sqlx::query(
         "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND response_status IS NULL",
     )

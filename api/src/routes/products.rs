@@ -4,8 +4,8 @@
 use axum::{
     Json,
     extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use common::domain::Money;
@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::{
     auth::CurrentUser,
     error::{ApiError, ApiResult, Problem, unique_violation},
-    extract::{AppJson, AppPath, AppQuery},
+    extract::{AppJson, AppPath, AppQuery, parse_value},
+    idempotency::{self, Created},
     pagination::{Page, PageParams},
     state::AppState,
     validation::Violations,
@@ -233,6 +234,7 @@ pub async fn list_products(
 #[utoipa::path(
     post, path = "/api/products", tag = "products", security(("bearer" = [])),
     request_body = CreateProductRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
     responses(
         (status = 201, body = ProductResponse),
         (status = 403, description = "Not a vendor or admin", body = Problem, content_type = "application/problem+json"),
@@ -243,10 +245,12 @@ pub async fn list_products(
 pub async fn create_product(
     State(state): State<AppState>,
     user: CurrentUser,
-    AppJson(body): AppJson<CreateProductRequest>,
-) -> ApiResult<impl IntoResponse> {
+    headers: HeaderMap,
+    AppJson(raw): AppJson<serde_json::Value>,
+) -> ApiResult<Response> {
     user.require_staff()?;
-    let currency = body.currency.unwrap_or_else(|| "USD".to_owned());
+    let body: CreateProductRequest = parse_value(&raw)?;
+    let currency = body.currency.clone().unwrap_or_else(|| "USD".to_owned());
     let stock = body.stock.unwrap_or(0);
     let mut v = Violations::new();
     validate(
@@ -262,28 +266,53 @@ pub async fn create_product(
         "must be from 0 to 1000000000",
     );
     v.finish()?;
-    let product: Product = sqlx::query_as(concat!(
-        "INSERT INTO products (id, sku, name, description, price_minor, currency, stock, is_active)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
-        product_columns!()
-    ))
-    .bind(Uuid::now_v7())
-    .bind(body.sku.trim())
-    .bind(body.name.trim())
-    .bind(&body.description)
-    .bind(body.price.minor())
-    .bind(&currency)
-    .bind(stock)
-    .bind(body.is_active.unwrap_or(true))
-    .fetch_one(&state.pool)
-    .await
-    .map_err(map_unique)?;
+    let creating = idempotency::once(
+        state.pool.clone(),
+        user.id,
+        &headers,
+        &raw,
+        |key| async move {
+            let mut tx = state.pool.begin().await?;
+            let product: Product = sqlx::query_as(concat!(
+            "INSERT INTO products (id, sku, name, description, price_minor, currency, stock, is_active)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+            product_columns!()
+        ))
+        .bind(Uuid::now_v7())
+        .bind(body.sku.trim())
+        .bind(body.name.trim())
+        .bind(&body.description)
+        .bind(body.price.minor())
+        .bind(&currency)
+        .bind(stock)
+        .bind(body.is_active.unwrap_or(true))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_unique)?;
+            let response = ProductResponse::from(product);
+            idempotency::complete(
+                &mut tx,
+                user.id,
+                key.as_ref(),
+                StatusCode::CREATED,
+                &response,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(response)
+        },
+    );
+    let product = match creating.await? {
+        Created::Replayed(response) => return Ok(response),
+        Created::New(product) => product,
+    };
     let location = format!("/api/products/{}", product.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(ProductResponse::from(product)),
-    ))
+        Json(product),
+    )
+        .into_response())
 }
 
 async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Product>> {

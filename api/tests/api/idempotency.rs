@@ -119,3 +119,31 @@ async fn a_malformed_key_is_refused(pool: PgPool) {
     .await;
     assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn creating_a_product_is_idempotent_too(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let body = serde_json::json!({ "sku": "ONCE", "name": "Once", "price": "2.00" });
+    let post = || {
+        app.client
+            .post(format!("{}/api/products", app.address))
+            .bearer_auth(&vendor.token)
+            .header("idempotency-key", "product-1")
+            .json(&body)
+            .send()
+    };
+    let first: Value = post().await.expect("sent").json().await.expect("json");
+    let again = post().await.expect("sent");
+    assert_eq!(
+        again.status(),
+        StatusCode::CREATED,
+        "a replay, not a duplicate-SKU conflict"
+    );
+    assert_eq!(again.json::<Value>().await.expect("json"), first);
+    let products: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(products, 1);
+}

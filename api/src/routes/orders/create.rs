@@ -23,10 +23,9 @@ use uuid::Uuid;
 use super::model::{ItemRow, OrderResponse, order_columns};
 use crate::{
     auth::CurrentUser,
-    detach::detached,
     error::{ApiError, ApiResult, FieldError, Problem},
     extract::{AppJson, parse_value},
-    idempotency::{self, Claim, IdempotencyKey},
+    idempotency::{self, Created, IdempotencyKey},
     middleware::RequestId,
     routes::products::{Product, product_columns},
     state::AppState,
@@ -78,26 +77,14 @@ pub async fn create_order(
     AppJson(raw): AppJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let request: CreateOrderRequest = parse_value(&raw)?;
-    let key = IdempotencyKey::from_headers(&headers)?;
-    if let Some(key) = &key
-        && let Claim::Replay(status, body) =
-            idempotency::claim(&state.pool, user.id, key, &idempotency::fingerprint(&raw)).await?
-    {
-        return Ok((status, [("idempotent-replayed", "true")], Json(body)).into_response());
-    }
-    let order = detached({
+    let placing = idempotency::once(state.pool.clone(), user.id, &headers, &raw, |key| {
         let state = state.clone();
-        async move {
-            let placed = place(&state, &user, &request_id, request, key.as_ref()).await;
-            if placed.is_err()
-                && let Some(key) = &key
-            {
-                idempotency::release(&state.pool, user.id, key).await;
-            }
-            placed
-        }
-    })
-    .await?;
+        async move { place(&state, &user, &request_id, request, key.as_ref()).await }
+    });
+    let order = match placing.await? {
+        Created::Replayed(response) => return Ok(response),
+        Created::New(order) => order,
+    };
     state.outbox_wake.notify_one();
     tracing::info!(order_id = %order.id, total = %order.total_amount, "order placed");
     let location = format!("/api/orders/{}", order.id);
@@ -191,10 +178,7 @@ async fn place(
     )
     .await?;
     let response = OrderResponse::new(order, items);
-    if let Some(key) = key {
-        let body = serde_json::to_value(&response).map_err(anyhow::Error::from)?;
-        idempotency::complete(&mut tx, user.id, key, StatusCode::CREATED, &body).await?;
-    }
+    idempotency::complete(&mut tx, user.id, key, StatusCode::CREATED, &response).await?;
     tx.commit().await?;
     Ok(response)
 }

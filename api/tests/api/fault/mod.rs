@@ -421,12 +421,32 @@ async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
 }
 
 /// PostgreSQL stopped: the api answers 503 problem+json quickly, readiness names the
-/// database, and everything recovers by itself once it is back.
+/// database, a worker holding a command retries it, and everything recovers by itself.
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_database_outage_answers_503_quickly_and_recovers(pool: PgPool) {
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let alice = shop(&app, 10).await;
+    // An order whose command is on the queue, with no worker yet to apply it.
+    let waiting = app.order(&alice, "BULK", 1).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_until(
+        "the relay published the order",
+        Duration::from_secs(10),
+        || async {
+            scalar(
+                &pool,
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+
     let outage = DatabaseOutage::begin().await;
+    app.start_workers(1);
     let asked = Instant::now();
     let response = app
         .post(
@@ -452,7 +472,11 @@ async fn a_database_outage_answers_503_quickly_and_recovers(pool: PgPool) {
             .contains("PostgreSQL")
     );
     outage.end().await;
+
     let recovered = Instant::now();
+    app.wait_for_status(&alice.token, &waiting, "confirmed")
+        .await;
+    let confirmed_after = recovered.elapsed();
     wait_until(
         "orders are accepted again",
         Duration::from_secs(20),
@@ -468,8 +492,13 @@ async fn a_database_outage_answers_503_quickly_and_recovers(pool: PgPool) {
         },
     )
     .await;
+    assert_eq!(
+        stats(&app).await["dead_letters"],
+        0,
+        "the worker retried instead of giving up"
+    );
     eprintln!(
-        "database outage: 503 in {answered_in:?}; accepting orders {:?} after restart",
+        "database outage: 503 in {answered_in:?}; the held command applied {confirmed_after:?} after restart; accepting orders {:?} after restart",
         recovered.elapsed()
     );
 }
