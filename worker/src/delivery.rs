@@ -145,6 +145,7 @@ async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result
             ?outcome,
             seq = envelope.seq,
             kind = envelope.event_type.routing_key(),
+            redelivered = delivery.redelivered,
             "message handled"
         ),
         (_, Decision::RetryLater { delay }) => {

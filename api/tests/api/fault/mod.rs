@@ -82,8 +82,9 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
     const ORDERS: usize = 1000;
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let alice = shop(&app, 5000).await;
+    let log = std::env::temp_dir().join(format!("{}.log", app.settings().broker.queue));
     let mut workers: Vec<Option<WorkerProcess>> = (0..3)
-        .map(|_| Some(WorkerProcess::start(&app, &pool)))
+        .map(|_| Some(WorkerProcess::start(&app, &pool, &log)))
         .collect();
     let placing_done = AtomicBool::new(false);
     let kills = AtomicUsize::new(0);
@@ -104,7 +105,7 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
             if let Some(worker) = workers[victim].take() {
                 worker.kill_hard().await;
             }
-            workers[victim] = Some(WorkerProcess::start(&app, &pool));
+            workers[victim] = Some(WorkerProcess::start(&app, &pool, &log));
             kills.fetch_add(1, Ordering::SeqCst);
         }
     };
@@ -137,8 +138,22 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
     let worker = workers[0].take().expect("worker");
     let status = worker.terminate().await;
     assert!(status.success(), "worker exited with {status}");
+    // What the workers saw: deliveries the broker flagged as redelivered, and deliveries
+    // that found their effect already committed.
+    let lines = std::fs::read_to_string(&log).expect("worker log");
+    let handled: Vec<Value> = lines
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let redelivered = handled.iter().filter(|l| l["redelivered"] == true).count();
+    let duplicates = handled
+        .iter()
+        .filter(|l| l["outcome"].as_str() == Some("Duplicate"))
+        .count();
+    let _ = std::fs::remove_file(&log);
     eprintln!(
-        "fault 1: {ORDERS} orders, {kills} SIGKILLs, all confirmed exactly once in {drained:?}"
+        "fault 1: {ORDERS} orders, {kills} SIGKILLs, {redelivered} redeliveries seen, {duplicates} duplicates dropped; \
+         all confirmed exactly once in {drained:?}"
     );
 }
 

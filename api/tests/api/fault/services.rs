@@ -1,6 +1,10 @@
 //! Worker processes and the shared services, started and stopped the hard way.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
@@ -31,14 +35,22 @@ fn worker_binary() -> PathBuf {
 }
 
 impl WorkerProcess {
-    pub fn start(app: &TestApp, pool: &PgPool) -> Self {
+    /// Starts a worker whose JSON log lines about handled messages go to `log` (appended).
+    pub fn start(app: &TestApp, pool: &PgPool, log: &Path) -> Self {
         let broker = &app.settings().broker;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("worker log");
         let child = Command::new(worker_binary())
             .env("DATABASE_URL", database_url(pool))
             .env("AMQP_EXCHANGE", &broker.exchange)
             .env("AMQP_QUEUE", &broker.queue)
             .env("LOG_DIR", "")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,worker::delivery=info")
+            .env("LOG_FORMAT", "json")
+            .stdout(log)
             .env("WATCHDOG_INTERVAL_SECS", "2")
             .env("STUCK_AFTER_SECS", "5")
             .stdin(Stdio::null())
