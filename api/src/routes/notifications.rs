@@ -94,7 +94,7 @@ pub async fn list_notifications(
     post, path = "/api/notifications/{id}/read", tag = "notifications", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, body = NotificationResponse),
+        (status = 200, description = "OK", body = NotificationResponse),
         (status = 404, description = "No such notification of the caller", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -176,7 +176,7 @@ fn map_unique(error: sqlx::Error) -> ApiError {
     params(ListProductsParams),
     responses(
         (status = 200, description = "Active products (staff also see inactive ones)", body = Page<ProductResponse>),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_products(
@@ -236,10 +236,10 @@ pub async fn list_products(
     request_body = CreateProductRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for the same key and body")),
     responses(
-        (status = 201, body = ProductResponse),
+        (status = 201, description = "Created", body = ProductResponse),
         (status = 403, description = "Not a vendor or admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "SKU taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_product(
@@ -332,7 +332,7 @@ const NO_PRODUCT: &str = "No such product.";
     get, path = "/api/products/{id}", tag = "products", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, body = ProductResponse),
+        (status = 200, description = "OK", body = ProductResponse),
         (status = 404, description = "Unknown, or inactive for a customer", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -354,9 +354,9 @@ pub async fn get_product(
     params(("id" = Uuid, Path)),
     request_body = UpdateProductRequest,
     responses(
-        (status = 200, body = ProductResponse),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = ProductResponse),
+        (status = 403, description = "Not allowed for this role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "SKU taken", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -403,9 +403,9 @@ pub async fn update_product(
     params(("id" = Uuid, Path)),
     request_body = AdjustStockRequest,
     responses(
-        (status = 200, body = ProductResponse),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = ProductResponse),
+        (status = 403, description = "Not allowed for this role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Would take stock below zero", body = Problem, content_type = "application/problem+json"),
     )
 )]

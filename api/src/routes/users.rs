@@ -70,8 +70,8 @@ pub struct SearchUsersParams {
 #[utoipa::path(
     get, path = "/api/users/me", tag = "users", security(("bearer" = [])),
     responses(
-        (status = 200, body = UserResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = UserResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_me(
@@ -86,8 +86,8 @@ pub async fn get_me(
     put, path = "/api/users/me", tag = "users", security(("bearer" = [])),
     request_body = UpdateMeRequest,
     responses(
-        (status = 200, body = UserResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = UserResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field, a `role` field, or a wrong current password", body = Problem, content_type = "application/problem+json"),
     )
@@ -187,8 +187,8 @@ async fn load(conn: &mut PgConnection, id: Uuid) -> ApiResult<User> {
     get, path = "/api/users", tag = "users", security(("bearer" = [])),
     params(ListUsersParams),
     responses(
-        (status = 200, body = Page<UserResponse>),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Page<UserResponse>),
+        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -212,7 +212,7 @@ pub async fn list_users(
     get, path = "/api/users/search", tag = "users", security(("bearer" = [])),
     params(SearchUsersParams),
     responses(
-        (status = 200, body = Page<UserResponse>),
+        (status = 200, description = "OK", body = Page<UserResponse>),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`q` shorter than 2 characters", body = Problem, content_type = "application/problem+json"),
     )
@@ -281,9 +281,9 @@ async fn find_page(
     get, path = "/api/users/{id}", tag = "users", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, body = UserResponse),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = UserResponse),
+        (status = 403, description = "Not allowed for this role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_user(
@@ -301,9 +301,9 @@ pub async fn get_user(
     params(("id" = Uuid, Path)),
     request_body = AdminUpdateUserRequest,
     responses(
-        (status = 200, body = UserResponse),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = UserResponse),
+        (status = 403, description = "Not allowed for this role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Taken email/username, or an admin demoting or deactivating themself", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -365,8 +365,8 @@ fn self_lockout() -> ApiError {
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "Deactivated (the account is kept for its orders)", body = UserResponse),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An admin deactivating themself", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -60,7 +60,7 @@ struct CommandTarget {
     responses(
         (status = 202, description = "Queued for a worker", body = CommandAccepted),
         (status = 403, description = "Customers cannot change status", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Impossible from the projected status", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Shipping without a tracking number, or invalid input", body = Problem, content_type = "application/problem+json"),
     )
@@ -98,7 +98,7 @@ pub async fn change_status(
     params(("id" = Uuid, Path)),
     responses(
         (status = 202, description = "Cancellation queued for a worker", body = CommandAccepted),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Too late to cancel (customers: once processing; staff: once shipped)", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -105,7 +105,7 @@ async fn list(
     get, path = "/api/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
-        (status = 200, body = OrderResponse),
+        (status = 200, description = "OK", body = OrderResponse),
         (status = 404, description = "No such order, or another customer's", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -142,7 +142,7 @@ pub struct TimelineEntry {
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "Every request, transition, refusal and notification, oldest first", body = Vec<TimelineEntry>),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn order_timeline(

@@ -33,11 +33,11 @@ pub struct UpdateOrderRequest {
     params(("id" = Uuid, Path)),
     request_body = UpdateOrderRequest,
     responses(
-        (status = 200, body = OrderResponse),
+        (status = 200, description = "OK", body = OrderResponse),
         (status = 403, description = "A customer setting the tracking number", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order can no longer be edited", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update_order(
