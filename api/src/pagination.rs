@@ -1,21 +1,12 @@
 //! Page parameters and the `{items, total, page, size, pages}` envelope of every list.
 
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 
 pub const MAX_PAGE_SIZE: i64 = 100;
 const DEFAULT_PAGE_SIZE: i64 = 20;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageParams {
-    /// 1-based page number (default 1).
-    pub page: Option<i64>,
-    /// Items per page, 1 to 100 (default 20).
-    pub size: Option<i64>,
-}
 
 /// A validated page request.
 #[derive(Debug, Clone, Copy)]
@@ -30,25 +21,24 @@ impl PageRequest {
     }
 }
 
-impl PageParams {
-    pub fn validate(&self) -> Result<PageRequest, ApiError> {
-        let page = self.page.unwrap_or(1);
-        let size = self.size.unwrap_or(DEFAULT_PAGE_SIZE);
-        let mut errors = Vec::new();
-        if page < 1 {
-            errors.push(crate::error::FieldError::new("page", "must be 1 or more"));
-        }
-        if !(1..=MAX_PAGE_SIZE).contains(&size) {
-            errors.push(crate::error::FieldError::new(
-                "size",
-                "must be from 1 to 100",
-            ));
-        }
-        if errors.is_empty() {
-            Ok(PageRequest { page, size })
-        } else {
-            Err(ApiError::Validation(errors))
-        }
+/// Checks `page` (≥ 1, default 1) and `size` (1 to 100, default 20) from a query string.
+pub fn page_request(page: Option<i64>, size: Option<i64>) -> Result<PageRequest, ApiError> {
+    let page = page.unwrap_or(1);
+    let size = size.unwrap_or(DEFAULT_PAGE_SIZE);
+    let mut errors = Vec::new();
+    if page < 1 {
+        errors.push(crate::error::FieldError::new("page", "must be 1 or more"));
+    }
+    if !(1..=MAX_PAGE_SIZE).contains(&size) {
+        errors.push(crate::error::FieldError::new(
+            "size",
+            "must be from 1 to 100",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(PageRequest { page, size })
+    } else {
+        Err(ApiError::Validation(errors))
     }
 }
 

@@ -75,12 +75,8 @@ impl Relay {
         topology: &Topology,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let channel = connection
-            .create_channel()
-            .await
-            .context("opening a channel")?;
-        topology
-            .declare(&channel, self.settings.worker.max_attempts)
+        let channel = topology
+            .open_channel(connection, self.settings.worker.max_attempts)
             .await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

@@ -49,6 +49,20 @@ impl Topology {
         }
     }
 
+    /// Opens a channel on `connection` with the whole topology declared on it.
+    pub async fn open_channel(
+        &self,
+        connection: &Connection,
+        delivery_limit: u32,
+    ) -> anyhow::Result<Channel> {
+        let channel = connection
+            .create_channel()
+            .await
+            .context("opening a channel")?;
+        self.declare(&channel, delivery_limit).await?;
+        Ok(channel)
+    }
+
     /// Declares everything (idempotent). `delivery_limit` bounds redeliveries of a message
     /// that crashes its consumer before the broker dead-letters it.
     pub async fn declare(&self, channel: &Channel, delivery_limit: u32) -> anyhow::Result<()> {

@@ -47,12 +47,8 @@ impl Worker {
         topology: &Topology,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let channel = connection
-            .create_channel()
-            .await
-            .context("opening the consuming channel")?;
-        topology
-            .declare(&channel, self.settings.worker.max_attempts)
+        let channel = topology
+            .open_channel(connection, self.settings.worker.max_attempts)
             .await?;
         channel
             .basic_qos(self.settings.worker.prefetch, BasicQosOptions::default())

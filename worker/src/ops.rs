@@ -184,9 +184,8 @@ async fn hand_back(
 async fn open(settings: &Settings) -> anyhow::Result<(lapin::Connection, Channel, Topology)> {
     let topology = Topology::new(&settings.broker);
     let connection = broker::connect(&settings.broker, "orderflow-ops").await?;
-    let channel = connection.create_channel().await?;
-    topology
-        .declare(&channel, settings.worker.max_attempts)
+    let channel = topology
+        .open_channel(&connection, settings.worker.max_attempts)
         .await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

@@ -11,7 +11,7 @@ use crate::{
     auth::CurrentUser,
     error::{ApiError, ApiResult, Problem},
     extract::{AppPath, AppQuery},
-    pagination::{Page, PageParams},
+    pagination::{Page, page_request},
     state::AppState,
 };
 
@@ -58,11 +58,7 @@ pub async fn list_notifications(
     user: CurrentUser,
     AppQuery(params): AppQuery<ListNotificationsParams>,
 ) -> ApiResult<Json<Page<NotificationResponse>>> {
-    let page = PageParams {
-        page: params.page,
-        size: params.size,
-    }
-    .validate()?;
+    let page = page_request(params.page, params.size)?;
     let unread_only = params.unread.unwrap_or(false);
     let mut conn = state.pool.acquire().await?;
     macro_rules! filter {

@@ -20,7 +20,7 @@ use crate::{
     error::{ApiError, ApiResult, Problem, unique_violation},
     extract::{AppJson, AppPath, AppQuery, parse_value},
     idempotency::{self, Created},
-    pagination::{Page, PageParams},
+    pagination::{Page, page_request},
     state::AppState,
     validation::Violations,
 };
@@ -184,11 +184,7 @@ pub async fn list_products(
     user: CurrentUser,
     AppQuery(params): AppQuery<ListProductsParams>,
 ) -> ApiResult<Json<Page<ProductResponse>>> {
-    let page = PageParams {
-        page: params.page,
-        size: params.size,
-    }
-    .validate()?;
+    let page = page_request(params.page, params.size)?;
     let pattern = params
         .q
         .as_deref()

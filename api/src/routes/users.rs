@@ -13,7 +13,7 @@ use crate::{
     auth::{CurrentUser, password, refresh},
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath, AppQuery},
-    pagination::{Page, PageParams, PageRequest},
+    pagination::{Page, PageRequest, page_request},
     state::AppState,
     validation::Violations,
 };
@@ -198,11 +198,7 @@ pub async fn list_users(
     AppQuery(params): AppQuery<ListUsersParams>,
 ) -> ApiResult<Json<Page<UserResponse>>> {
     me.require_admin()?;
-    let page = PageParams {
-        page: params.page,
-        size: params.size,
-    }
-    .validate()?;
+    let page = page_request(params.page, params.size)?;
     let mut conn = state.pool.acquire().await?;
     let users = find_page(&mut conn, params.role, None, page).await?;
     Ok(Json(users.map(UserResponse::from)))
@@ -225,11 +221,7 @@ pub async fn search_users(
     me.require_admin()?;
     let q = params.q.trim();
     Violations::new().length(q, "q", 2, 100).finish()?;
-    let page = PageParams {
-        page: params.page,
-        size: params.size,
-    }
-    .validate()?;
+    let page = page_request(params.page, params.size)?;
     // Escape LIKE wildcards so `q` is matched literally.
     let pattern = format!(
         "%{}%",

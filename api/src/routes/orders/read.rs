@@ -12,7 +12,7 @@ use crate::{
     auth::CurrentUser,
     error::{ApiResult, Problem},
     extract::{AppPath, AppQuery},
-    pagination::{Page, PageParams},
+    pagination::{Page, page_request},
     state::AppState,
 };
 
@@ -61,11 +61,7 @@ async fn list(
     customer: Option<Uuid>,
     params: ListOrdersParams,
 ) -> ApiResult<Json<Page<OrderResponse>>> {
-    let page = PageParams {
-        page: params.page,
-        size: params.size,
-    }
-    .validate()?;
+    let page = page_request(params.page, params.size)?;
     let mut conn = state.pool.acquire().await?;
     macro_rules! filter {
         () => {
