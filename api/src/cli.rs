@@ -76,15 +76,17 @@ fn read_password() -> anyhow::Result<String> {
         return Ok(password);
     }
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password: ");
-    }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("reading the password from stdin")?;
-    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    let password = if stdin.is_terminal() {
+        // Typed at a terminal: not echoed.
+        rpassword::prompt_password("password: ").context("reading the password")?
+    } else {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
     anyhow::ensure!(
         !password.is_empty(),
         "no password: set ADMIN_PASSWORD or pipe it on stdin"

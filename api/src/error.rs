@@ -151,10 +151,19 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     /// A database that cannot be reached is a 503 the client may retry; anything else is a bug.
     fn from(error: sqlx::Error) -> Self {
+        // 57014: statement timeout; 55P03: lock wait timeout; 40001/40P01: serialization or deadlock.
+        let overloaded = matches!(
+            &error,
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("57014" | "55P03" | "40001" | "40P01"))
+        );
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %error, "database unavailable");
                 ApiError::Unavailable("The database is unavailable; retry shortly.")
+            }
+            other if overloaded => {
+                tracing::warn!(error = %other, "database busy");
+                ApiError::Unavailable("The database is busy; retry shortly.")
             }
             other => ApiError::Internal(anyhow::Error::new(other).context("database error")),
         }

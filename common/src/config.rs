@@ -62,6 +62,8 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long a request waits for a pooled connection before answering 503.
     pub acquire_timeout: Duration,
+    /// Longest any one statement may run (a lock wait included) before it is cancelled.
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +176,12 @@ impl Settings {
                     &lookup,
                     "DATABASE_ACQUIRE_TIMEOUT_MS",
                     3000,
+                    "milliseconds",
+                )?),
+                statement_timeout: Duration::from_millis(parse(
+                    &lookup,
+                    "DATABASE_STATEMENT_TIMEOUT_MS",
+                    10_000,
                     "milliseconds",
                 )?),
             },

@@ -31,6 +31,7 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         .with_max_delay(Duration::from_secs(5))
         .with_total_delay(Some(STARTUP_PATIENCE))
         .without_max_times();
+    let options = session_options(settings, options);
     (|| connect_once(settings, options.clone()))
         .retry(backoff)
         .notify(|error, delay| {
@@ -60,6 +61,12 @@ async fn connect_once(
             )
         })?;
     Ok(pool)
+}
+
+/// Every session gets the statement timeout, so no query or lock wait hangs a request.
+pub fn session_options(settings: &DatabaseSettings, options: PgConnectOptions) -> PgConnectOptions {
+    let timeout_ms = settings.statement_timeout.as_millis().to_string();
+    options.options([("statement_timeout", timeout_ms.as_str())])
 }
 
 /// Pool limits shared by the binaries and the test harness.

@@ -83,10 +83,11 @@ impl TestApp {
     }
 
     pub async fn start(test_pool: PgPool, settings: Settings, with_relay: bool) -> Self {
-        // The app gets a pool of its own, configured as in production (acquire timeout
-        // included), on the test's database.
-        let pool = common::db::pool_options(&settings.database)
-            .connect_lazy_with((*test_pool.connect_options()).clone());
+        // The app gets a pool of its own, configured as in production (acquire and
+        // statement timeouts included), on the test's database.
+        let database = &settings.database;
+        let options = common::db::session_options(database, (*test_pool.connect_options()).clone());
+        let pool = common::db::pool_options(database).connect_lazy_with(options);
         let state = AppState::new(pool.clone(), settings).await.expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -492,3 +492,30 @@ async fn cancellation_rules_differ_for_customers_and_staff(pool: PgPool) {
     .expect("types");
     assert_eq!(kinds, ["order.cancel_requested", "order.cancel_requested"]);
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_request_stuck_behind_a_lock_answers_503_instead_of_hanging(pool: PgPool) {
+    let settings = crate::helpers::test_settings(&[("DATABASE_STATEMENT_TIMEOUT_MS", "300")]);
+    let app = TestApp::start(pool.clone(), settings, false).await;
+    let (vendor, alice) = shop(&app).await;
+    let order = app.order(&alice, "MUG", 1).await;
+    let path = format!("/api/orders/{}", order["id"].as_str().expect("id"));
+    let mut blocker = pool.begin().await.expect("tx");
+    sqlx::query("SELECT id FROM orders FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let started = std::time::Instant::now();
+    let problem = assert_problem(
+        app.delete(&path, &vendor.token).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert!(problem["detail"].as_str().expect("detail").contains("busy"));
+    blocker.rollback().await.expect("rollback");
+    assert_eq!(
+        app.delete(&path, &vendor.token).await.status(),
+        StatusCode::ACCEPTED
+    );
+}
