@@ -4,6 +4,7 @@
 mod commands;
 mod create;
 mod model;
+mod pricing;
 mod read;
 mod update;
 

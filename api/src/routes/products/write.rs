@@ -1,5 +1,4 @@
-//! `/api/products`: the catalogue. Everyone signed in reads active products; vendors and
-//! admins create, update and adjust stock. Prices live here, never in client requests.
+//! Changing the catalogue (vendors and admins): create, update, adjust stock.
 
 use axum::{
     Json,
@@ -7,87 +6,21 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use chrono::{DateTime, Utc};
 use common::domain::Money;
-use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
-use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use serde::Deserialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     auth::CurrentUser,
     error::{ApiError, ApiResult, Problem, unique_violation},
-    extract::{AppJson, AppPath, AppQuery, parse_value},
+    extract::{AppJson, AppPath, parse_value},
     idempotency::{self, Created},
-    pagination::{Page, page_request},
     state::AppState,
     validation::Violations,
 };
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_products, create_product))
-        .routes(routes!(get_product, update_product))
-        .routes(routes!(adjust_stock))
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Product {
-    pub id: Uuid,
-    pub sku: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub price_minor: i64,
-    pub currency: String,
-    pub stock: i32,
-    pub reserved: i32,
-    pub is_active: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-macro_rules! product_columns {
-    () => {
-        "id, sku, name, description, price_minor, currency, stock, reserved, is_active, created_at, updated_at"
-    };
-}
-pub(crate) use product_columns;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProductResponse {
-    pub id: Uuid,
-    pub sku: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub price: Money,
-    pub currency: String,
-    /// Units available to order.
-    pub stock: i32,
-    /// Units held by confirmed orders that have not shipped.
-    pub reserved: i32,
-    pub is_active: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Product> for ProductResponse {
-    fn from(p: Product) -> Self {
-        Self {
-            id: p.id,
-            sku: p.sku,
-            name: p.name,
-            description: p.description,
-            price: Money::from_minor(p.price_minor),
-            currency: p.currency,
-            stock: p.stock,
-            reserved: p.reserved,
-            is_active: p.is_active,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
-}
+use super::model::{NO_PRODUCT, Product, ProductResponse, find, product_columns};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -119,15 +52,6 @@ pub struct UpdateProductRequest {
 pub struct AdjustStockRequest {
     /// Units to add (positive) or remove (negative); stock never goes below zero.
     pub delta: i32,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListProductsParams {
-    pub page: Option<i64>,
-    pub size: Option<i64>,
-    /// Case-insensitive match on name or SKU.
-    pub q: Option<String>,
 }
 
 const MAX_STOCK: i32 = 1_000_000_000;
@@ -169,62 +93,6 @@ fn map_unique(error: sqlx::Error) -> ApiError {
         }
         _ => error.into(),
     }
-}
-
-#[utoipa::path(
-    get, path = "/api/products", tag = "products", security(("bearer" = [])),
-    params(ListProductsParams),
-    responses(
-        (status = 200, description = "Active products (staff also see inactive ones)", body = Page<ProductResponse>),
-        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn list_products(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    AppQuery(params): AppQuery<ListProductsParams>,
-) -> ApiResult<Json<Page<ProductResponse>>> {
-    let page = page_request(params.page, params.size)?;
-    let pattern = params
-        .q
-        .as_deref()
-        .map(str::trim)
-        .filter(|q| !q.is_empty())
-        .map(|q| {
-            format!(
-                "%{}%",
-                q.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
-    let active_only = !user.role.is_staff();
-    let mut conn = state.pool.acquire().await?;
-    macro_rules! filter {
-        () => {
-            " FROM products WHERE ($1 = false OR is_active) AND ($2::text IS NULL OR name ILIKE $2 OR sku ILIKE $2)"
-        };
-    }
-    let total: i64 = sqlx::query_scalar(concat!("SELECT count(*)", filter!()))
-        .bind(active_only)
-        .bind(&pattern)
-        .fetch_one(&mut *conn)
-        .await?;
-    let products: Vec<Product> = sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        filter!(),
-        " ORDER BY name, id LIMIT $3 OFFSET $4"
-    ))
-    .bind(active_only)
-    .bind(&pattern)
-    .bind(page.size)
-    .bind(page.offset())
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(Json(
-        Page::new(products, total, page).map(ProductResponse::from),
-    ))
 }
 
 #[utoipa::path(
@@ -309,40 +177,6 @@ pub async fn create_product(
         Json(product),
     )
         .into_response())
-}
-
-async fn find(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Product>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
-const NO_PRODUCT: &str = "No such product.";
-
-#[utoipa::path(
-    get, path = "/api/products/{id}", tag = "products", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
-    responses(
-        (status = 200, description = "OK", body = ProductResponse),
-        (status = 404, description = "Unknown, or inactive for a customer", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn get_product(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
-) -> ApiResult<Json<ProductResponse>> {
-    let mut conn = state.pool.acquire().await?;
-    let product = find(&mut conn, id)
-        .await?
-        .filter(|p| p.is_active || user.role.is_staff())
-        .ok_or(ApiError::NotFound(NO_PRODUCT))?;
-    Ok(Json(product.into()))
 }
 
 #[utoipa::path(

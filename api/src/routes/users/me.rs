@@ -1,0 +1,116 @@
+//! A user's own profile.
+
+use axum::{Json, extract::State};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::{
+    accounts::{self, PASSWORD_LENGTH, User, UserResponse, user_columns},
+    auth::{CurrentUser, password, refresh},
+    error::{ApiError, ApiResult, Problem},
+    extract::AppJson,
+    state::AppState,
+    validation::Violations,
+};
+
+use super::{load, validate_profile};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub full_name: Option<String>,
+    /// Required to set `new_password`.
+    pub current_password: Option<String>,
+    pub new_password: Option<String>,
+}
+
+/// An admin's changes to any account.
+#[utoipa::path(
+    get, path = "/api/users/me", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "OK", body = UserResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_me(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> ApiResult<Json<UserResponse>> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(load(&mut conn, me.id).await?.into()))
+}
+
+#[utoipa::path(
+    put, path = "/api/users/me", tag = "users", security(("bearer" = [])),
+    request_body = UpdateMeRequest,
+    responses(
+        (status = 200, description = "OK", body = UserResponse),
+        (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, a `role` field, or a wrong current password", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_me(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppJson(body): AppJson<UpdateMeRequest>,
+) -> ApiResult<Json<UserResponse>> {
+    let mut v = Violations::new();
+    validate_profile(
+        &mut v,
+        body.email.as_deref(),
+        body.username.as_deref(),
+        body.full_name.as_deref(),
+    );
+    if let Some(new_password) = &body.new_password {
+        v.length(
+            new_password,
+            "new_password",
+            PASSWORD_LENGTH.0,
+            PASSWORD_LENGTH.1,
+        );
+        v.check(
+            body.current_password.is_some(),
+            "current_password",
+            "is required to change the password",
+        );
+    }
+    v.finish()?;
+
+    let mut conn = state.pool.acquire().await?;
+    let current = load(&mut conn, me.id).await?;
+    drop(conn);
+    let new_hash = match (body.new_password, body.current_password) {
+        (Some(new_password), Some(current_password)) => {
+            if !password::verify(current_password, current.password_hash).await? {
+                return Err(ApiError::invalid("current_password", "is incorrect"));
+            }
+            Some(password::hash(new_password).await?)
+        }
+        _ => None,
+    };
+    let mut tx = state.pool.begin().await?;
+    let user: User = sqlx::query_as(concat!(
+        "UPDATE users SET email = COALESCE($2, email), username = COALESCE($3, username),
+             full_name = COALESCE($4, full_name), password_hash = COALESCE($5, password_hash),
+             updated_at = now()
+         WHERE id = $1 RETURNING ",
+        user_columns!()
+    ))
+    .bind(me.id)
+    .bind(body.email.as_deref().map(str::trim))
+    .bind(body.username.as_deref().map(str::trim))
+    .bind(body.full_name.as_deref().map(str::trim))
+    .bind(&new_hash)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(accounts::map_unique)?;
+    if new_hash.is_some() {
+        // A new password ends every other session.
+        refresh::revoke_all_for_user(&mut tx, me.id).await?;
+    }
+    tx.commit().await?;
+    Ok(Json(user.into()))
+}
