@@ -115,7 +115,9 @@ CREATE TABLE outbox (
     payload         jsonb       NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     published_at    timestamptz,
-    attempts        integer     NOT NULL DEFAULT 0,
+    -- Times the broker confirmed it; the watchdog re-publishes a command only a few times.
+    publications    integer     NOT NULL DEFAULT 0,
+    -- Why the last publication was refused (unroutable, nacked), if it was.
     last_error      text,
     CONSTRAINT outbox_pkey PRIMARY KEY (id),
     CONSTRAINT outbox_event_id_key UNIQUE (event_id)

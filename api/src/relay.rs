@@ -180,7 +180,7 @@ impl Relay {
             }
         }
         sqlx::query(
-            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+            "UPDATE outbox SET published_at = now(), publications = publications + 1, last_error = NULL WHERE id = ANY($1)",
         )
         .bind(&sent)
         .execute(&mut *tx)
@@ -192,7 +192,7 @@ impl Relay {
                 reason,
                 "outbox message not accepted; will retry"
             );
-            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+            sqlx::query("UPDATE outbox SET last_error = $2 WHERE id = $1")
                 .bind(id)
                 .bind(reason)
                 .execute(&mut *tx)

@@ -89,7 +89,12 @@ async fn run() -> anyhow::Result<()> {
 
 async fn consume(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&settings.log, "worker")?;
-    let pool = db::connect(&settings.database).await?;
+    // Every message in flight holds a connection, and the watchdog needs one more.
+    let mut database = settings.database.clone();
+    database.max_connections = database
+        .max_connections
+        .max(u32::from(settings.worker.prefetch) + 1);
+    let pool = db::connect(&database).await?;
     db::migrate(&pool).await?;
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());

@@ -9,6 +9,10 @@ use common::config::WorkerSettings;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+/// Publications of one command after which the watchdog leaves it alone: a command that
+/// keeps failing stays in the dead-letter queue for an operator instead of cycling.
+const MAX_PUBLICATIONS: i32 = 3;
+
 /// Arbitrary, fixed key of the advisory lock that elects one watchdog per round.
 const WATCHDOG_LOCK: i64 = 0x6f72_6465_7266_6c77;
 
@@ -69,11 +73,13 @@ pub async fn round(
              WHERE o.order_id = stuck.id AND o.seq > stuck.applied_seq
                AND o.routing_key <> 'order.status_changed'
                AND o.published_at < now() - make_interval(secs => $1)
+               AND o.publications < $2
              RETURNING o.order_id
          )
          SELECT count(DISTINCT order_id) FROM requeued",
     )
     .bind(stuck_secs)
+    .bind(MAX_PUBLICATIONS)
     .fetch_one(&mut *tx)
     .await?;
     let pruned_keys = sqlx::query(

@@ -204,6 +204,18 @@ async fn the_watchdog_re_enqueues_commands_that_were_never_applied(pool: PgPool)
             .await
             .expect("rows");
     assert_eq!(unpublished, [lost]);
+
+    // A command the broker has taken three times and that still is not applied (it keeps
+    // landing in the dead-letter queue) is left there for an operator.
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '1 hour', publications = 3")
+        .execute(&pool)
+        .await
+        .expect("published thrice");
+    let round = watchdog::round(&pool, Duration::from_secs(60), Duration::from_secs(86_400))
+        .await
+        .expect("round")
+        .expect("elected");
+    assert_eq!(round.requeued_orders, 0);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
