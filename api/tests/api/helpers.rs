@@ -121,6 +121,12 @@ impl TestApp {
         }
     }
 
+    /// Deletes this test's exchanges and queues on drop, for tests whose broker traffic
+    /// comes from processes they start themselves.
+    pub fn clean_up_broker_on_drop(&mut self) {
+        self.topology = Some(Topology::new(&self.state.settings.broker));
+    }
+
     pub fn settings(&self) -> Arc<Settings> {
         self.state.settings.clone()
     }

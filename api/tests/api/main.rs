@@ -10,5 +10,6 @@ mod notifications;
 mod orders;
 mod pipeline;
 mod products;
+mod shutdown;
 mod users;
 mod worker_handlers;

@@ -1,0 +1,102 @@
+//! Graceful shutdown of the real `api` binary: SIGTERM lets in-flight requests finish, then
+//! the relay publishes what they wrote, then the process exits cleanly.
+
+use std::{process::Stdio, time::Duration};
+
+use common::domain::Role;
+use reqwest::StatusCode;
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, database_url, wait_until};
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn sigterm_finishes_in_flight_requests_and_drains_the_outbox(pool: PgPool) {
+    let mut app = TestApp::spawn(pool.clone()).await;
+    app.clean_up_broker_on_drop();
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "MUG", "5.00", 10).await;
+    let order = app.order(&alice, "MUG", 1).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("address")
+        .port();
+    let broker = &app.settings().broker;
+    let mut api = tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
+        .env("DATABASE_URL", database_url(&pool))
+        .env("AMQP_EXCHANGE", &broker.exchange)
+        .env("AMQP_QUEUE", &broker.queue)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .env("LOG_DIR", "")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("api starts");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("the api is ready", Duration::from_secs(20), || async {
+        let ready = app.client.get(format!("{base}/health/ready")).send().await;
+        ready.is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+
+    // A cancellation that is still waiting for a row lock when SIGTERM arrives.
+    let mut blocker = pool.begin().await.expect("tx");
+    sqlx::query("SELECT id FROM orders FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .expect("lock");
+    let in_flight = tokio::spawn({
+        let (client, url, token) = (
+            app.client.clone(),
+            format!("{base}/api/orders/{order}"),
+            vendor.token.clone(),
+        );
+        async move {
+            client
+                .delete(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answered")
+                .status()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = api.id().expect("running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        api.try_wait().expect("status").is_none(),
+        "the api waits for its in-flight request"
+    );
+    blocker.rollback().await.expect("release the lock");
+
+    assert_eq!(in_flight.await.expect("request task"), StatusCode::ACCEPTED);
+    let exit = tokio::time::timeout(Duration::from_secs(15), api.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+    assert!(exit.success(), "api exited with {exit}");
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert_eq!(
+        unpublished, 0,
+        "the relay published the cancellation before exiting"
+    );
+}
