@@ -151,14 +151,20 @@ impl Relay {
             return Ok(0);
         }
         let mut confirms = Vec::with_capacity(rows.len());
+        let mut failed = Vec::new();
         for row in &rows {
-            let confirm = publish(channel, topology, row)
+            // A row that is not a valid envelope is set aside rather than allowed to stall
+            // every row behind it.
+            let Ok(envelope) = serde_json::from_value::<Envelope>(row.payload.clone()) else {
+                failed.push((row.id, "the row holds no valid envelope"));
+                continue;
+            };
+            let confirm = publish(channel, topology, &row.routing_key, &envelope)
                 .await
                 .map_err(RoundError::Broker)?;
             confirms.push((row.id, confirm));
         }
         let mut sent = Vec::with_capacity(rows.len());
-        let mut failed = Vec::new();
         for (id, confirm) in confirms {
             match tokio::time::timeout(BROKER_CALL_TIMEOUT, confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => sent.push(id),
@@ -210,11 +216,10 @@ impl Relay {
 async fn publish(
     channel: &Channel,
     topology: &Topology,
-    row: &OutboxRow,
+    routing_key: &str,
+    envelope: &Envelope,
 ) -> anyhow::Result<PublisherConfirm> {
-    let envelope: Envelope = serde_json::from_value(row.payload.clone())
-        .with_context(|| format!("outbox row {} holds no valid envelope", row.id))?;
-    let body = serde_json::to_vec(&envelope)?;
+    let body = serde_json::to_vec(envelope)?;
     let mut headers = FieldTable::default();
     headers.insert(
         "x-correlation-id".into(),
@@ -225,7 +230,7 @@ async fn publish(
         .with_content_type("application/json".into())
         .with_message_id(envelope.event_id.to_string().into())
         .with_correlation_id(envelope.correlation_id.as_str().into())
-        .with_type(row.routing_key.as_str().into())
+        .with_type(routing_key.into())
         .with_timestamp(u64::try_from(envelope.occurred_at.timestamp()).unwrap_or_default())
         .with_headers(headers);
     let options = BasicPublishOptions {
@@ -234,7 +239,7 @@ async fn publish(
     };
     let publish = channel.basic_publish(
         topology.exchange.as_str().into(),
-        row.routing_key.as_str().into(),
+        routing_key.into(),
         options,
         &body,
         properties,

@@ -382,3 +382,30 @@ async fn a_cancel_queued_before_an_out_of_stock_refusal_is_recorded_as_refused(p
     );
     assert_eq!(rejected["seq"], 2);
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_corrupt_outbox_row_is_set_aside_without_stalling_the_relay(pool: PgPool) {
+    let app = TestApp::spawn_with_broker(pool.clone()).await;
+    let vendor = app.user(Role::Vendor, "vendor").await;
+    let alice = app.user(Role::Customer, "alice").await;
+    app.product(&vendor, "PEN", "1.00", 5).await;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, order_id, seq, routing_key, payload)
+         VALUES (gen_random_uuid(), gen_random_uuid(), 1, 'order.created', '{\"not\": \"an envelope\"}')",
+    )
+    .execute(&pool)
+    .await
+    .expect("corrupt row");
+    app.start_workers(1);
+    let id = app.order(&alice, "PEN", 1).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM outbox WHERE payload->>'not' IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    assert_eq!(error.as_deref(), Some("the row holds no valid envelope"));
+}
