@@ -261,6 +261,15 @@ impl TestApp {
         }
     }
 
+    /// Has `staff` ask for a status change (asserting 202) and waits until it is applied.
+    pub async fn move_order(&self, staff: &TestUser, order_id: &str, change: Value) -> Value {
+        let path = format!("/api/orders/{order_id}/status");
+        let response = self.patch(&path, &staff.token, change.clone()).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{change}");
+        let status = change["status"].as_str().expect("status");
+        self.wait_for_status(&staff.token, order_id, status).await
+    }
+
     /// Stock and reserved units of a product.
     pub async fn stock_of(&self, sku: &str) -> (i32, i32) {
         sqlx::query_as("SELECT stock, reserved FROM products WHERE sku = $1")

@@ -46,55 +46,20 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
         "stock reserved on confirmation"
     );
 
-    let status_path = format!("/api/orders/{id}/status");
-    assert_eq!(
-        app.patch(
-            &status_path,
-            &vendor.token,
-            json!({ "status": "processing" })
-        )
-        .await
-        .status(),
-        StatusCode::ACCEPTED
-    );
-    app.wait_for_status(&alice.token, &id, "processing").await;
-    let shipped = app
-        .patch(
-            &status_path,
-            &vendor.token,
-            json!({ "status": "shipped", "tracking_number": "TRK-123" }),
-        )
+    app.move_order(&vendor, &id, json!({ "status": "processing" }))
         .await;
-    assert_eq!(shipped.status(), StatusCode::ACCEPTED);
-    let order = app.wait_for_status(&alice.token, &id, "shipped").await;
+    let shipped = json!({ "status": "shipped", "tracking_number": "TRK-123" });
+    let order = app.move_order(&vendor, &id, shipped).await;
     assert_eq!(order["tracking_number"], "TRK-123");
     assert_eq!(
         app.stock_of("LAMP").await,
         (3, 0),
         "shipped goods are no longer reserved"
     );
-    assert_eq!(
-        app.patch(
-            &status_path,
-            &vendor.token,
-            json!({ "status": "delivered" })
-        )
-        .await
-        .status(),
-        StatusCode::ACCEPTED
-    );
-    app.wait_for_status(&alice.token, &id, "delivered").await;
-    assert_eq!(
-        app.patch(
-            &status_path,
-            &admin.token,
-            json!({ "status": "refunded", "note": "broken on arrival" })
-        )
-        .await
-        .status(),
-        StatusCode::ACCEPTED
-    );
-    let order = app.wait_for_status(&alice.token, &id, "refunded").await;
+    app.move_order(&vendor, &id, json!({ "status": "delivered" }))
+        .await;
+    let refund = json!({ "status": "refunded", "note": "broken on arrival" });
+    let order = app.move_order(&admin, &id, refund).await;
     assert!(order["pending_status"].is_null());
 
     let timeline: Value = app
@@ -217,13 +182,8 @@ async fn a_vendor_cancels_a_processing_order_and_the_stock_comes_back(pool: PgPo
         .expect("id")
         .to_owned();
     app.wait_for_status(&alice.token, &id, "confirmed").await;
-    app.patch(
-        &format!("/api/orders/{id}/status"),
-        &vendor.token,
-        json!({ "status": "processing" }),
-    )
-    .await;
-    app.wait_for_status(&alice.token, &id, "processing").await;
+    app.move_order(&vendor, &id, json!({ "status": "processing" }))
+        .await;
     assert_eq!(
         app.delete(&format!("/api/orders/{id}"), &alice.token)
             .await

@@ -33,6 +33,22 @@ async fn wait_until_none_pending(pool: &PgPool, limit: Duration) {
     .await;
 }
 
+async fn wait_until_published(pool: &PgPool) {
+    wait_until(
+        "the relay published everything",
+        Duration::from_secs(10),
+        || async {
+            scalar(
+                pool,
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+}
+
 /// Orders whose confirmation was recorded other than exactly once.
 async fn orders_not_confirmed_exactly_once(pool: &PgPool) -> i64 {
     scalar(
@@ -307,19 +323,7 @@ async fn a_message_delivered_three_times_has_one_effect(pool: PgPool) {
         .as_str()
         .expect("id")
         .to_owned();
-    wait_until(
-        "the relay published the order",
-        Duration::from_secs(10),
-        || async {
-            scalar(
-                &pool,
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0
-        },
-    )
-    .await;
+    wait_until_published(&pool).await;
     let payload: Value = sqlx::query_scalar("SELECT payload FROM outbox")
         .fetch_one(&pool)
         .await
@@ -446,19 +450,7 @@ async fn a_database_outage_answers_503_quickly_and_recovers(pool: PgPool) {
         .as_str()
         .expect("id")
         .to_owned();
-    wait_until(
-        "the relay published the order",
-        Duration::from_secs(10),
-        || async {
-            scalar(
-                &pool,
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-            )
-            .await
-                == 0
-        },
-    )
-    .await;
+    wait_until_published(&pool).await;
 
     let outage = DatabaseOutage::begin().await;
     app.start_workers(1);
