@@ -243,6 +243,20 @@ impl TestApp {
         response.json().await.expect("order")
     }
 
+    /// The id of a new order, as `order` places it.
+    pub async fn order_id(&self, customer: &TestUser, sku: &str, quantity: i32) -> String {
+        let order = self.order(customer, sku, quantity).await;
+        order["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A vendor named "vendor" and a customer named "alice", both signed in.
+    pub async fn vendor_and_customer(&self) -> (TestUser, TestUser) {
+        (
+            self.user(Role::Vendor, "vendor").await,
+            self.user(Role::Customer, "alice").await,
+        )
+    }
+
     /// Waits until the order's status is `status`, returning the order.
     pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Value {
         let path = format!("/api/orders/{order_id}");

@@ -33,8 +33,7 @@ async fn orders(pool: &PgPool) -> i64 {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_same_key_and_body_replays_the_first_response(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 10).await;
     let body = order_body(&[("MUG", 1)]);
     let first = post_with_key(&app, &alice, "order-1", &body).await;
@@ -60,8 +59,7 @@ async fn the_same_key_and_body_replays_the_first_response(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_failed_request_frees_its_key(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     let body = order_body(&[("LATER", 1)]);
     assert_problem(
         post_with_key(&app, &alice, "k", &body).await,
@@ -78,8 +76,7 @@ async fn a_failed_request_frees_its_key(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn fifty_concurrent_requests_with_one_key_create_one_order(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 100).await;
     let body = order_body(&[("MUG", 1)]);
     let requests = (0..50).map(|_| post_with_key(&app, &alice, "burst", &body));

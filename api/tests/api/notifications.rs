@@ -10,14 +10,10 @@ use crate::helpers::{TestApp, assert_problem};
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn notifications_are_private_and_can_be_marked_read(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool, 1).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     let bob = app.user(Role::Customer, "bob").await;
     app.product(&vendor, "CUP", "2.00", 5).await;
-    let id = app.order(&alice, "CUP", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "CUP", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
 
     let unread: Value = app

@@ -109,17 +109,11 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn status_changes_sent_back_to_back_apply_in_order(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool, 2).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "BOOK", "9.00", 50).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(
-            app.order(&alice, "BOOK", 1).await["id"]
-                .as_str()
-                .expect("id")
-                .to_owned(),
-        );
+        ids.push(app.order_id(&alice, "BOOK", 1).await);
     }
     for id in &ids {
         app.wait_for_status(&alice.token, id, "confirmed").await;
@@ -156,13 +150,9 @@ async fn status_changes_sent_back_to_back_apply_in_order(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_customer_cancels_and_the_stock_comes_back(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool, 1).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "CHAIR", "80.00", 4).await;
-    let id = app.order(&alice, "CHAIR", 3).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "CHAIR", 3).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
     assert_eq!(app.stock_of("CHAIR").await, (1, 3));
     let cancelled = app.delete(&format!("/api/orders/{id}"), &alice.token).await;
@@ -174,13 +164,9 @@ async fn a_customer_cancels_and_the_stock_comes_back(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_vendor_cancels_a_processing_order_and_the_stock_comes_back(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool, 1).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "DESK", "200.00", 2).await;
-    let id = app.order(&alice, "DESK", 2).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "DESK", 2).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
     app.move_order(&vendor, &id, json!({ "status": "processing" }))
         .await;
@@ -203,8 +189,7 @@ async fn a_vendor_cancels_a_processing_order_and_the_stock_comes_back(pool: PgPo
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn an_order_beyond_the_stock_is_cancelled_as_out_of_stock(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool, 1).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "RARE", "1000.00", 1).await;
     app.product(&vendor, "COMMON", "1.00", 100).await;
     let response = app
@@ -250,8 +235,7 @@ async fn an_order_beyond_the_stock_is_cancelled_as_out_of_stock(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool.clone(), 3).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "HOT", "5.00", 10).await;
     let placing =
         (0..50).map(|_| app.post("/api/orders", Some(&alice.token), order_body(&[("HOT", 1)])));
@@ -287,13 +271,9 @@ async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(pool: PgPool)
 async fn a_cancel_queued_before_an_out_of_stock_refusal_is_recorded_as_refused(pool: PgPool) {
     // No worker yet: both commands are queued before either is applied.
     let app = TestApp::spawn_with_broker(pool).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "GONE", "1.00", 0).await;
-    let id = app.order(&alice, "GONE", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "GONE", 1).await;
     assert_eq!(
         app.delete(&format!("/api/orders/{id}"), &alice.token)
             .await
@@ -346,8 +326,7 @@ async fn a_cancel_queued_before_an_out_of_stock_refusal_is_recorded_as_refused(p
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_corrupt_outbox_row_is_set_aside_without_stalling_the_relay(pool: PgPool) {
     let app = TestApp::spawn_with_broker(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "PEN", "1.00", 5).await;
     sqlx::query(
         "INSERT INTO outbox (event_id, order_id, seq, routing_key, payload)
@@ -357,10 +336,7 @@ async fn a_corrupt_outbox_row_is_set_aside_without_stalling_the_relay(pool: PgPo
     .await
     .expect("corrupt row");
     app.start_workers(1);
-    let id = app.order(&alice, "PEN", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "PEN", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
     let error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM outbox WHERE payload->>'not' IS NOT NULL")

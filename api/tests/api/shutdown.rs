@@ -3,7 +3,6 @@
 
 use std::{process::Stdio, time::Duration};
 
-use common::domain::Role;
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
@@ -13,13 +12,9 @@ use crate::helpers::{TestApp, database_url, wait_until};
 async fn sigterm_finishes_in_flight_requests_and_drains_the_outbox(pool: PgPool) {
     let mut app = TestApp::spawn(pool.clone()).await;
     app.clean_up_broker_on_drop();
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 10).await;
-    let order = app.order(&alice, "MUG", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let order = app.order_id(&alice, "MUG", 1).await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")

@@ -40,8 +40,7 @@ async fn confirmed_rows(pool: &PgPool) -> i64 {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_same_event_delivered_three_times_has_one_effect(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 10).await;
     app.order(&alice, "MUG", 2).await;
     let created = outbox_envelopes(&pool).await.remove(0);
@@ -69,13 +68,9 @@ async fn the_same_event_delivered_three_times_has_one_effect(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_command_that_arrives_early_waits_for_its_predecessor(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 10).await;
-    let id = app.order(&alice, "MUG", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "MUG", 1).await;
     assert_eq!(
         app.delete(&format!("/api/orders/{id}"), &alice.token)
             .await
@@ -110,8 +105,7 @@ async fn a_command_that_arrives_early_waits_for_its_predecessor(pool: PgPool) {
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn commands_for_unknown_orders_or_with_bad_payloads_are_permanent_failures(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 10).await;
     let order_id: Uuid = app.order(&alice, "MUG", 1).await["id"]
         .as_str()
@@ -171,17 +165,10 @@ async fn commands_for_unknown_orders_or_with_bad_payloads_are_permanent_failures
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn the_watchdog_re_enqueues_commands_that_were_never_applied(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    let vendor = app.user(Role::Vendor, "vendor").await;
-    let alice = app.user(Role::Customer, "alice").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 10).await;
-    let lost = app.order(&alice, "MUG", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    let fine = app.order(&alice, "MUG", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let lost = app.order_id(&alice, "MUG", 1).await;
+    let fine = app.order_id(&alice, "MUG", 1).await;
     // Both were published an hour ago; only the second was ever applied.
     sqlx::query("UPDATE outbox SET published_at = now() - interval '1 hour'")
         .execute(&pool)

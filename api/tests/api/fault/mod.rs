@@ -319,10 +319,7 @@ async fn publish_raw(app: &TestApp, routing_key: &str, message_id: &str, body: &
 async fn a_message_delivered_three_times_has_one_effect(pool: PgPool) {
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let alice = shop(&app, 10).await;
-    let id = app.order(&alice, "BULK", 3).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "BULK", 3).await;
     wait_until_published(&pool).await;
     let payload: Value = sqlx::query_scalar("SELECT payload FROM outbox")
         .fetch_one(&pool)
@@ -381,10 +378,7 @@ async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
         serde_json::to_string(&ghost).expect("json").as_bytes(),
     )
     .await;
-    let id = app.order(&alice, "BULK", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let id = app.order_id(&alice, "BULK", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
 
     let settings = app.settings();
@@ -446,10 +440,7 @@ async fn a_database_outage_answers_503_quickly_and_recovers(pool: PgPool) {
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let alice = shop(&app, 10).await;
     // An order whose command is on the queue, with no worker yet to apply it.
-    let waiting = app.order(&alice, "BULK", 1).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let waiting = app.order_id(&alice, "BULK", 1).await;
     wait_until_published(&pool).await;
 
     let outage = DatabaseOutage::begin().await;
