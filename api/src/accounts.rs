@@ -13,7 +13,7 @@ use crate::{
     validation::Violations,
 };
 
-pub const USERNAME_LENGTH: (usize, usize) = (3, 50);
+const USERNAME_LENGTH: (usize, usize) = (3, 50);
 pub const PASSWORD_LENGTH: (usize, usize) = (8, 128);
 
 /// A row of `users`. Holds the password hash, so it is never serialized.
@@ -129,6 +129,34 @@ pub fn map_unique(error: sqlx::Error) -> ApiError {
     }
 }
 
+/// Checks whichever profile fields are given, with the same rules everywhere (register,
+/// own profile, admin edits). Usernames hold no `@`, so a login name can never be
+/// mistaken for another account's email.
+pub fn check_profile(
+    v: &mut Violations,
+    email: Option<&str>,
+    username: Option<&str>,
+    full_name: Option<&str>,
+) {
+    if let Some(email) = email {
+        v.email(email.trim(), "email");
+    }
+    if let Some(username) = username {
+        let username = username.trim();
+        v.length(username, "username", USERNAME_LENGTH.0, USERNAME_LENGTH.1)
+            .check(
+                username
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "._-".contains(c)),
+                "username",
+                "may hold only letters, digits, '.', '_' and '-'",
+            );
+    }
+    if let Some(name) = full_name {
+        v.length(name, "full_name", 0, 255);
+    }
+}
+
 /// Checks the fields of a new account, collecting every problem.
 pub fn validate_new_account(
     email: &str,
@@ -137,24 +165,7 @@ pub fn validate_new_account(
     full_name: Option<&str>,
 ) -> Result<(), ApiError> {
     let mut v = Violations::new();
-    v.email(email.trim(), "email")
-        .length(
-            username.trim(),
-            "username",
-            USERNAME_LENGTH.0,
-            USERNAME_LENGTH.1,
-        )
-        .check(
-            username
-                .trim()
-                .chars()
-                .all(|c| c.is_alphanumeric() || "._-".contains(c)),
-            "username",
-            "may hold only letters, digits, '.', '_' and '-'",
-        )
-        .length(password, "password", PASSWORD_LENGTH.0, PASSWORD_LENGTH.1);
-    if let Some(name) = full_name {
-        v.length(name, "full_name", 0, 255);
-    }
+    check_profile(&mut v, Some(email), Some(username), full_name);
+    v.length(password, "password", PASSWORD_LENGTH.0, PASSWORD_LENGTH.1);
     v.finish()
 }

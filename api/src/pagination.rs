@@ -1,4 +1,5 @@
-//! Page parameters and the `{items, total, page, size, pages}` envelope of every list.
+//! Page parameters, the `{items, total, page, size, pages}` envelope of every list, and
+//! the search pattern lists share.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -71,5 +72,25 @@ impl<T> Page<T> {
             size: self.size,
             pages: self.pages,
         }
+    }
+}
+
+/// An `ILIKE` pattern matching `text` anywhere, with its own `%`, `_` and `\` taken literally.
+pub fn contains_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn wildcards_in_the_search_text_are_literal() {
+        assert_eq!(contains_pattern("ab"), "%ab%");
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
     }
 }

@@ -312,3 +312,25 @@ async fn unknown_or_malformed_user_ids_are_404(pool: PgPool) {
     )
     .await;
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_username_can_never_take_the_shape_of_an_email(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let admin = app.user(Role::Admin, "root").await;
+    let victim = app.user(Role::Customer, "victim").await;
+    let mallory = app.user(Role::Customer, "mallory").await;
+    // Taking the victim's email as a username would shadow their login by email.
+    let shadow = json!({ "username": victim.email });
+    let own = app
+        .put("/api/users/me", &mallory.token, shadow.clone())
+        .await;
+    assert_eq!(
+        assert_problem(own, StatusCode::UNPROCESSABLE_ENTITY).await["errors"][0]["field"],
+        "username"
+    );
+    let by_admin = app
+        .put(&format!("/api/users/{}", mallory.id), &admin.token, shadow)
+        .await;
+    assert_problem(by_admin, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(app.login(&victim.email, PASSWORD).await.0, StatusCode::OK);
+}

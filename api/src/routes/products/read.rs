@@ -9,7 +9,7 @@ use crate::{
     auth::CurrentUser,
     error::{ApiError, ApiResult, Problem},
     extract::{AppPath, AppQuery},
-    pagination::{Page, page_request},
+    pagination::{Page, contains_pattern, page_request},
     state::AppState,
 };
 
@@ -43,14 +43,7 @@ pub async fn list_products(
         .as_deref()
         .map(str::trim)
         .filter(|q| !q.is_empty())
-        .map(|q| {
-            format!(
-                "%{}%",
-                q.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
+        .map(contains_pattern);
     let active_only = !user.role.is_staff();
     let mut conn = state.pool.acquire().await?;
     macro_rules! filter {

@@ -12,12 +12,12 @@ use crate::{
     auth::{CurrentUser, refresh},
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath, AppQuery},
-    pagination::{Page, PageRequest, page_request},
+    pagination::{Page, PageRequest, contains_pattern, page_request},
     state::AppState,
     validation::Violations,
 };
 
-use super::{load, validate_profile};
+use super::load;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -86,13 +86,7 @@ pub async fn search_users(
     let q = params.q.trim();
     Violations::new().length(q, "q", 2, 100).finish()?;
     let page = page_request(params.page, params.size)?;
-    // Escape LIKE wildcards so `q` is matched literally.
-    let pattern = format!(
-        "%{}%",
-        q.replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    );
+    let pattern = contains_pattern(q);
     let mut conn = state.pool.acquire().await?;
     let users = find_page(&mut conn, None, Some(pattern), page).await?;
     Ok(Json(users.map(UserResponse::from)))
@@ -171,7 +165,7 @@ pub async fn update_user(
 ) -> ApiResult<Json<UserResponse>> {
     me.require_admin()?;
     let mut v = Violations::new();
-    validate_profile(
+    accounts::check_profile(
         &mut v,
         body.email.as_deref(),
         body.username.as_deref(),

@@ -13,7 +13,7 @@ use crate::{
     validation::Violations,
 };
 
-use super::{load, validate_profile};
+use super::load;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +58,7 @@ pub async fn update_me(
     AppJson(body): AppJson<UpdateMeRequest>,
 ) -> ApiResult<Json<UserResponse>> {
     let mut v = Violations::new();
-    validate_profile(
+    accounts::check_profile(
         &mut v,
         body.email.as_deref(),
         body.username.as_deref(),

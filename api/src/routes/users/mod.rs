@@ -5,10 +5,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
-    accounts::{self, USERNAME_LENGTH, User},
+    accounts::{self, User},
     error::{ApiError, ApiResult},
     state::AppState,
-    validation::Violations,
 };
 
 mod admin;
@@ -27,28 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Changes to one's own profile. Role and active flag are not here: only admins set them.
-pub(super) fn validate_profile(
-    v: &mut Violations,
-    email: Option<&str>,
-    username: Option<&str>,
-    full_name: Option<&str>,
-) {
-    if let Some(email) = email {
-        v.email(email.trim(), "email");
-    }
-    if let Some(username) = username {
-        v.length(
-            username.trim(),
-            "username",
-            USERNAME_LENGTH.0,
-            USERNAME_LENGTH.1,
-        );
-    }
-    if let Some(name) = full_name {
-        v.length(name, "full_name", 0, 255);
-    }
-}
-
 pub(super) async fn load(conn: &mut PgConnection, id: Uuid) -> ApiResult<User> {
     accounts::find_by_id(conn, id)
         .await?
