@@ -31,7 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{error::ApiError, state::AppState};
 
 /// The OpenAPI document and the routes it describes.
-pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::router())
         .split_for_parts()

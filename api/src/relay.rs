@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::state::BrokerStatus;
 
 const BATCH_SIZE: i64 = 200;
+const UNROUTABLE: &str = "unroutable: no queue is bound for it";
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const DATABASE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -168,9 +169,7 @@ impl Relay {
         for (id, confirm) in confirms {
             match tokio::time::timeout(BROKER_CALL_TIMEOUT, confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => sent.push(id),
-                Ok(Ok(Confirmation::Ack(Some(_)))) => {
-                    failed.push((id, "unroutable: no queue is bound for it"))
-                }
+                Ok(Ok(Confirmation::Ack(Some(_)))) => failed.push((id, UNROUTABLE)),
                 Ok(Ok(Confirmation::Nack(_))) => {
                     failed.push((id, "the broker refused the message"))
                 }
@@ -206,6 +205,13 @@ impl Relay {
                 .map_err(database)?;
         }
         tx.commit().await.map_err(database)?;
+        if failed.iter().any(|(_, reason)| *reason == UNROUTABLE) {
+            // The work queue or its bindings are gone (deleted by hand, broker reset):
+            // reconnecting declares the topology again, and the rows go out then.
+            return Err(RoundError::Broker(anyhow::anyhow!(
+                "commands were unroutable; redeclaring the topology"
+            )));
+        }
         tracing::debug!(published = sent.len(), "outbox batch relayed");
         Ok(sent.len())
     }

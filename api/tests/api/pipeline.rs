@@ -345,3 +345,37 @@ async fn a_corrupt_outbox_row_is_set_aside_without_stalling_the_relay(pool: PgPo
             .expect("row");
     assert_eq!(error.as_deref(), Some("the row holds no valid envelope"));
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_deleted_work_queue_is_declared_again_and_orders_keep_flowing(pool: PgPool) {
+    // No worker: only the relay can bring the queue back.
+    let app = TestApp::spawn_with_broker(pool.clone()).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "CUP", "1.00", 5).await;
+    let settings = app.settings();
+    let connection = common::broker::connect(&settings.broker, "test-saboteur")
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_delete(settings.broker.queue.as_str().into(), Default::default())
+        .await
+        .expect("queue deleted");
+    connection.close(200, "done".into()).await.expect("close");
+    let id = app.order_id(&alice, "CUP", 1).await;
+    crate::helpers::wait_until(
+        "the relay published the order",
+        Duration::from_secs(15),
+        || async {
+            let unpublished: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+            unpublished == 0
+        },
+    )
+    .await;
+    app.start_workers(1);
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+}
