@@ -28,6 +28,18 @@ pub struct User {
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped to revoke every access token issued before.
+    pub token_version: i32,
+}
+
+impl User {
+    pub fn subject(&self) -> crate::auth::jwt::Subject {
+        crate::auth::jwt::Subject {
+            id: self.id,
+            role: self.role,
+            token_version: self.token_version,
+        }
+    }
 }
 
 /// A user as clients see it.
@@ -62,7 +74,7 @@ impl From<User> for UserResponse {
 /// stay static strings.
 macro_rules! user_columns {
     () => {
-        "id, email, username, full_name, password_hash, role, is_active, created_at, updated_at"
+        "id, email, username, full_name, password_hash, role, is_active, created_at, updated_at, token_version"
     };
 }
 pub(crate) use user_columns;
@@ -168,4 +180,16 @@ pub fn validate_new_account(
     check_profile(&mut v, Some(email), Some(username), full_name);
     v.length(password, "password", PASSWORD_LENGTH.0, PASSWORD_LENGTH.1);
     v.finish()
+}
+
+/// Ends every session of `user_id`: its refresh tokens are revoked and a new token version
+/// invalidates every access token issued so far.
+pub async fn end_all_sessions(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    crate::auth::refresh::revoke_all_for_user(conn, user_id).await
 }

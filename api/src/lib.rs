@@ -6,6 +6,7 @@ pub mod cli;
 pub mod detach;
 pub mod error;
 pub mod extract;
+pub mod housekeeping;
 pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
@@ -42,21 +43,28 @@ pub fn app(state: AppState) -> Router {
     let (routes, openapi) = documented_routes();
     let body_limit = state.settings.http.body_limit_bytes;
     let cors = cors_layer(&state.settings);
+    let shed_load = axum::middleware::from_fn_with_state(state.clone(), middleware::shed_load);
     let inner = routes
         .route("/", axum::routing::get(root))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("No such route.") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state);
-    // Layers of an outer router run before routing, so the path is trimmed before it is matched.
+    // Layers of an outer router run before routing, so the path is trimmed before it is
+    // matched. The last layer added runs first: every answer, a shed one included, gets a
+    // request id and the security headers.
     Router::new()
         .fallback_service(inner)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(middleware::trim_trailing_slash))
+        .layer(shed_load)
         .layer(cors)
+        .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(middleware::request_context))
 }
 
+/// CORS from `CORS_ORIGINS` (validated at start-up). Credentials are never allowed: tokens
+/// travel in the `Authorization` header, so `*` never meets cookies.
 fn cors_layer(settings: &Settings) -> CorsLayer {
     let origins = &settings.http.cors_origins;
     let allow_origin = if origins.iter().any(|origin| origin == "*") {
@@ -92,7 +100,9 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    // The peer address feeds the per-client limits (see `auth::ClientIp`).
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

@@ -39,6 +39,7 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    settings.check_signing_key()?;
     let _telemetry = telemetry::init(&settings.log, "api")?;
     let pool = db::connect(&settings.database).await?;
     db::migrate(&pool).await?;
@@ -62,6 +63,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // requests wrote.
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    tokio::spawn(api::housekeeping::run(state.clone(), shutdown.clone()));
     tracing::info!(%address, "orderflow api listening; docs at /docs");
     api::serve(listener, state, shutdown.clone()).await?;
     relay_stop.cancel();

@@ -1,16 +1,19 @@
-//! Request plumbing: a request id on every request, response and log line, and one
-//! canonical form for paths with and without a trailing slash.
+//! Request plumbing: a request id on every request, response and log line; one canonical
+//! form for paths with and without a trailing slash; load shedding (in-flight limit and
+//! request timeout); and the security headers every response carries.
 
 use std::time::Instant;
 
 use axum::{
-    extract::{FromRequestParts, Request},
-    http::{HeaderValue, Uri, request::Parts},
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderValue, Uri, header, request::Parts},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use tracing::Instrument;
 use uuid::Uuid;
+
+use crate::{error::ApiError, state::AppState};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -92,4 +95,42 @@ pub async fn trim_trailing_slash(mut request: Request, next: Next) -> Response {
         }
     }
     next.run(request).await
+}
+
+/// Sheds load instead of queueing it: beyond `MAX_IN_FLIGHT_REQUESTS` a request is answered
+/// 503 at once, and one running longer than `REQUEST_TIMEOUT_MS` is answered 503 (writes
+/// that must finish run detached, see `detach`). Health probes are exempt, so a busy
+/// process is not mistaken for a dead one.
+pub async fn shed_load(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with("/health") {
+        return next.run(request).await;
+    }
+    let Ok(_permit) = state.guards.in_flight.clone().try_acquire_owned() else {
+        tracing::warn!("in-flight request limit reached; shedding");
+        return ApiError::Unavailable("The server is at capacity; retry shortly.").into_response();
+    };
+    let timeout = state.settings.http.request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_secs = timeout.as_secs_f64(), "request timed out");
+            ApiError::Unavailable("The request took too long; retry shortly.").into_response()
+        }
+    }
+}
+
+/// `X-Content-Type-Options: nosniff` everywhere; `Cache-Control: no-store` on everything
+/// under `/api/auth`, whose answers hold tokens and account data.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let auth = request.uri().path().starts_with("/api/auth");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if auth {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }

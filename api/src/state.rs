@@ -1,15 +1,20 @@
 //! Shared application state handed to every handler.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use common::config::Settings;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
-use crate::auth::{jwt::JwtKeys, throttle::LoginThrottle};
+use crate::auth::{
+    ip_limit::IpRateLimit, jwt::JwtKeys, password::PasswordWork, throttle::AccountLimit,
+};
 
 /// Whether the outbox relay currently holds a working broker channel.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +41,33 @@ pub struct AppState {
     pub broker: BrokerStatus,
     /// Wakes the outbox relay right after a transaction wrote outbox rows.
     pub outbox_wake: Arc<Notify>,
-    pub login_throttle: Arc<LoginThrottle>,
+    pub guards: Arc<Guards>,
+}
+
+/// The bounds that keep one client from taking the server down.
+pub struct Guards {
+    /// Requests being served; beyond its permits the answer is 503.
+    pub in_flight: Arc<Semaphore>,
+    pub passwords: PasswordWork,
+    pub accounts: AccountLimit,
+    pub login_per_ip: IpRateLimit,
+    pub register_per_ip: IpRateLimit,
+}
+
+impl Guards {
+    fn new(settings: &Settings) -> Self {
+        let auth = &settings.auth;
+        Self {
+            in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
+            passwords: PasswordWork::new(auth.password_hash_concurrency, auth.password_hash_queue),
+            accounts: AccountLimit::new(auth.login_max_failures, auth.login_lockout),
+            login_per_ip: IpRateLimit::new(auth.login_per_ip_per_minute, Duration::from_secs(60)),
+            register_per_ip: IpRateLimit::new(
+                auth.register_per_ip_per_hour,
+                Duration::from_secs(3600),
+            ),
+        }
+    }
 }
 
 impl AppState {
@@ -45,10 +76,7 @@ impl AppState {
         Ok(Self {
             pool,
             jwt: Arc::new(JwtKeys::new(&settings.auth)),
-            login_throttle: Arc::new(LoginThrottle::new(
-                settings.auth.login_max_failures,
-                settings.auth.login_lockout,
-            )),
+            guards: Arc::new(Guards::new(&settings)),
             settings: Arc::new(settings),
             dummy_password_hash: dummy.into(),
             broker: BrokerStatus::default(),

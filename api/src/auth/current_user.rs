@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use crate::{accounts, error::ApiError, state::AppState};
 
-/// The authenticated caller. Role and active flag are read from the database on every
-/// request, so a deactivation or a role change takes effect at once.
+/// The authenticated caller. Role, active flag and token version are read from the
+/// database on every request, so a deactivation, role change, password change or logout
+/// everywhere takes effect at once.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub id: Uuid,
@@ -59,7 +60,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         let mut conn = state.pool.acquire().await?;
         let user = accounts::find_by_id(&mut conn, claims.sub)
             .await?
-            .filter(|user| user.is_active)
+            .filter(|user| user.is_active && user.token_version == claims.ver)
             .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
         tracing::Span::current().record("user_id", tracing::field::display(user.id));
         Ok(CurrentUser {

@@ -17,6 +17,15 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: Uuid,
+    /// The user's token version when issued; a bump revokes every older token.
+    pub ver: i32,
+}
+
+/// Who a token is for.
+pub struct Subject {
+    pub id: Uuid,
+    pub role: Role,
+    pub token_version: i32,
 }
 
 /// Signs and checks access tokens; built once from the settings.
@@ -53,17 +62,24 @@ impl JwtKeys {
         self.ttl
     }
 
-    /// A signed token for `user_id` acting as `role`.
-    pub fn issue(&self, user_id: Uuid, role: Role) -> anyhow::Result<String> {
-        let now = chrono::Utc::now().timestamp();
+    /// A signed token for `user` issued at `issued_at` with id `jti`. The same inputs give
+    /// the same token, which lets a refresh within the grace window answer identically.
+    pub fn issue(
+        &self,
+        user: &Subject,
+        issued_at: chrono::DateTime<chrono::Utc>,
+        jti: Uuid,
+    ) -> anyhow::Result<String> {
+        let iat = issued_at.timestamp();
         let claims = Claims {
-            sub: user_id,
-            role,
-            iat: now,
-            exp: now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            sub: user.id,
+            role: user.role,
+            iat,
+            exp: iat + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            jti: Uuid::now_v7(),
+            jti,
+            ver: user.token_version,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| anyhow::anyhow!("signing access token failed: {e}"))

@@ -1,111 +1,107 @@
-//! Slows password guessing: after `LOGIN_MAX_FAILURES` failed logins for one account name
-//! within `LOGIN_LOCKOUT_SECS`, further attempts for that name get 429 until the window
-//! passes — even with the right password, or guessing would simply continue.
-//! Kept in memory per api process.
+//! Per-account login budgets, shared by every api replica through PostgreSQL.
+//!
+//! An attempt is *reserved* before the password is checked, so N parallel guesses spend N
+//! of the budget; a successful sign-in clears the account's count. Once
+//! `LOGIN_MAX_FAILURES` attempts fall in one `LOGIN_LOCKOUT_SECS` window, further attempts
+//! get 429 until the window ends — even with the right password, or guessing would simply
+//! continue. Known accounts are keyed by id (so username and email share one budget),
+//! unknown names by the name itself, and both behave alike so a lockout reveals nothing.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// Entries beyond which expired ones are swept, bounding memory under a spray of names.
-const SWEEP_ABOVE: usize = 10_000;
+/// Rows deleted per statement when pruning, so a prune never holds locks for long.
+const PRUNE_BATCH: i64 = 1_000;
 
-pub struct LoginThrottle {
-    max_failures: u32,
+pub struct AccountLimit {
+    max_attempts: u32,
     window: Duration,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
-impl LoginThrottle {
-    pub fn new(max_failures: u32, window: Duration) -> Self {
+/// Whose budget an attempt spends.
+pub enum AccountKey<'a> {
+    User(Uuid),
+    UnknownName(&'a str),
+}
+
+impl AccountKey<'_> {
+    fn render(&self) -> String {
+        match self {
+            AccountKey::User(id) => format!("user:{id}"),
+            AccountKey::UnknownName(name) => format!("name:{}", name.trim().to_lowercase()),
+        }
+    }
+}
+
+impl AccountLimit {
+    pub fn new(max_attempts: u32, window: Duration) -> Self {
         Self {
-            max_failures,
+            max_attempts,
             window,
-            failures: Mutex::new(HashMap::new()),
         }
     }
 
-    fn key(login: &str) -> String {
-        login.trim().to_lowercase()
+    /// Counts one attempt for `key`, or answers 429 when its window's budget is spent.
+    pub async fn reserve(
+        &self,
+        conn: &mut PgConnection,
+        key: AccountKey<'_>,
+    ) -> Result<(), ApiError> {
+        let (attempts, remaining_secs): (i32, f64) = sqlx::query_as(
+            "INSERT INTO login_attempts AS a (account_key, attempts, window_started_at)
+             VALUES ($1, 1, now())
+             ON CONFLICT (account_key) DO UPDATE SET
+                 attempts = CASE WHEN a.window_started_at <= now() - make_interval(secs => $2)
+                                 THEN 1 ELSE a.attempts + 1 END,
+                 window_started_at = CASE WHEN a.window_started_at <= now() - make_interval(secs => $2)
+                                          THEN now() ELSE a.window_started_at END
+             RETURNING attempts,
+                 extract(epoch FROM window_started_at + make_interval(secs => $2) - now())::float8",
+        )
+        .bind(key.render())
+        .bind(self.window.as_secs_f64())
+        .fetch_one(conn)
+        .await?;
+        if u32::try_from(attempts).unwrap_or(u32::MAX) > self.max_attempts {
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: remaining_secs.ceil().max(1.0) as u64,
+            });
+        }
+        Ok(())
     }
 
-    /// 429 while `login` is locked out.
-    pub fn check(&self, login: &str) -> Result<(), ApiError> {
-        let failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match failures.get(&Self::key(login)) {
-            Some((count, since))
-                if *count >= self.max_failures && since.elapsed() < self.window =>
-            {
-                let remaining = self.window.saturating_sub(since.elapsed());
-                Err(ApiError::TooManyRequests {
-                    retry_after_secs: remaining.as_secs().max(1),
-                })
+    /// Forgets `key`'s attempts: its owner signed in, or an admin unlocked it.
+    pub async fn clear(conn: &mut PgConnection, key: AccountKey<'_>) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM login_attempts WHERE account_key = $1")
+            .bind(key.render())
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes budgets whose window has ended, in bounded batches; returns how many.
+    pub async fn prune(&self, pool: &PgPool) -> sqlx::Result<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM login_attempts WHERE account_key IN (
+                     SELECT account_key FROM login_attempts
+                     WHERE window_started_at <= now() - make_interval(secs => $1)
+                     LIMIT $2)",
+            )
+            .bind(self.window.as_secs_f64())
+            .bind(PRUNE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < PRUNE_BATCH as u64 {
+                return Ok(total);
             }
-            _ => Ok(()),
         }
-    }
-
-    pub fn record_failure(&self, login: &str) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if failures.len() > SWEEP_ABOVE {
-            failures.retain(|_, (_, since)| since.elapsed() < self.window);
-        }
-        let entry = failures
-            .entry(Self::key(login))
-            .or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-
-    pub fn reset(&self, login: &str) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        failures.remove(&Self::key(login));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locks_out_after_the_limit_and_is_case_insensitive() {
-        let throttle = LoginThrottle::new(3, Duration::from_secs(60));
-        for _ in 0..3 {
-            assert!(throttle.check("Alice").is_ok());
-            throttle.record_failure("alice");
-        }
-        assert!(matches!(
-            throttle.check("ALICE"),
-            Err(ApiError::TooManyRequests { .. })
-        ));
-        assert!(throttle.check("bob").is_ok());
-    }
-
-    #[test]
-    fn a_success_clears_the_count_and_the_window_expires() {
-        let throttle = LoginThrottle::new(2, Duration::from_millis(30));
-        throttle.record_failure("carol");
-        throttle.reset("carol");
-        throttle.record_failure("carol");
-        assert!(throttle.check("carol").is_ok());
-        throttle.record_failure("carol");
-        assert!(throttle.check("carol").is_err());
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(throttle.check("carol").is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the api against real PostgreSQL and RabbitMQ.
 
+mod abuse;
 mod auth;
 mod docs;
 mod fault;

@@ -1,6 +1,6 @@
 //! User management for admins: list, search, read, change role or active flag, deactivate.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, http::StatusCode};
 use common::domain::Role;
 use serde::Deserialize;
 use sqlx::PgConnection;
@@ -9,7 +9,10 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{self, User, UserResponse, user_columns},
-    auth::{CurrentUser, refresh},
+    auth::{
+        CurrentUser,
+        throttle::{AccountKey, AccountLimit},
+    },
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath, AppQuery},
     pagination::{Page, PageRequest, contains_pattern, page_request},
@@ -195,8 +198,9 @@ pub async fn update_user(
     .await
     .map_err(accounts::map_unique)?
     .ok_or(ApiError::NotFound("No such user."))?;
-    if !user.is_active {
-        refresh::revoke_all_for_user(&mut tx, id).await?;
+    if body.role.is_some() || !user.is_active {
+        // Tokens carry the role they were issued for: a new role or a deactivation ends them.
+        accounts::end_all_sessions(&mut tx, id).await?;
     }
     tx.commit().await?;
     tracing::info!(target_user = %id, role = ?body.role, is_active = ?body.is_active, "user updated by admin");
@@ -238,8 +242,30 @@ pub async fn deactivate_user(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound("No such user."))?;
-    refresh::revoke_all_for_user(&mut tx, id).await?;
+    accounts::end_all_sessions(&mut tx, id).await?;
     tx.commit().await?;
     tracing::info!(target_user = %id, "user deactivated by admin");
     Ok(Json(user.into()))
+}
+
+#[utoipa::path(
+    delete, path = "/api/users/{id}/login-lockout", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "The account's failed sign-in attempts are forgotten; it may sign in at once"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn clear_login_lockout(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    me.require_admin()?;
+    let mut conn = state.pool.acquire().await?;
+    load(&mut conn, id).await?;
+    AccountLimit::clear(&mut conn, AccountKey::User(id)).await?;
+    tracing::info!(target_user = %id, "login lockout cleared by admin");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,10 @@ use utoipa::ToSchema;
 
 use crate::{
     accounts::{self, PASSWORD_LENGTH, User, UserResponse, user_columns},
-    auth::{CurrentUser, password, refresh},
+    auth::{
+        CurrentUser,
+        throttle::{AccountKey, AccountLimit},
+    },
     error::{ApiError, ApiResult, Problem},
     extract::AppJson,
     state::AppState,
@@ -50,6 +53,7 @@ pub async fn get_me(
         (status = 401, description = "Missing or invalid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field, a `role` field, or a wrong current password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords for this account (shared with sign-in); see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update_me(
@@ -79,15 +83,9 @@ pub async fn update_me(
     }
     v.finish()?;
 
-    let mut conn = state.pool.acquire().await?;
-    let current = load(&mut conn, me.id).await?;
-    drop(conn);
     let new_hash = match (body.new_password, body.current_password) {
         (Some(new_password), Some(current_password)) => {
-            if !password::verify(current_password, current.password_hash).await? {
-                return Err(ApiError::invalid("current_password", "is incorrect"));
-            }
-            Some(password::hash(new_password).await?)
+            Some(change_password(&state, me.id, current_password, new_password).await?)
         }
         _ => None,
     };
@@ -108,9 +106,35 @@ pub async fn update_me(
     .await
     .map_err(accounts::map_unique)?;
     if new_hash.is_some() {
-        // A new password ends every other session.
-        refresh::revoke_all_for_user(&mut tx, me.id).await?;
+        // A new password ends every session, this one included: sign in again.
+        accounts::end_all_sessions(&mut tx, me.id).await?;
     }
     tx.commit().await?;
     Ok(Json(user.into()))
+}
+
+/// Checks `current` (a guess counts against the account's sign-in budget, or this would be
+/// an unthrottled password oracle) and hashes `new`.
+async fn change_password(
+    state: &AppState,
+    user_id: uuid::Uuid,
+    current: String,
+    new: String,
+) -> ApiResult<String> {
+    let mut conn = state.pool.acquire().await?;
+    let stored = load(&mut conn, user_id).await?.password_hash;
+    state
+        .guards
+        .accounts
+        .reserve(&mut conn, AccountKey::User(user_id))
+        .await?;
+    // No connection is held while the hash waits for a slot.
+    drop(conn);
+    if !state.guards.passwords.verify(current, stored).await? {
+        return Err(ApiError::invalid("current_password", "is incorrect"));
+    }
+    let mut conn = state.pool.acquire().await?;
+    AccountLimit::clear(&mut conn, AccountKey::User(user_id)).await?;
+    drop(conn);
+    state.guards.passwords.hash(new).await
 }

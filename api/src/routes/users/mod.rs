@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             admin::update_user,
             admin::deactivate_user
         ))
+        .routes(routes!(admin::clear_login_lockout))
 }
 
 /// Changes to one's own profile. Role and active flag are not here: only admins set them.

@@ -1,7 +1,12 @@
 //! Typed settings, read once from the environment (and `.env`) and validated at start-up.
 
+mod http;
+#[cfg(test)]
+mod tests;
+
 use std::{env, fmt, time::Duration};
 
+pub use http::HttpSettings;
 use thiserror::Error;
 
 /// The secret that ships in `.env.example`; refused in production.
@@ -76,15 +81,6 @@ pub struct BrokerSettings {
 }
 
 #[derive(Debug, Clone)]
-pub struct HttpSettings {
-    pub host: String,
-    pub port: u16,
-    /// Allowed browser origins; `*` allows any.
-    pub cors_origins: Vec<String>,
-    pub body_limit_bytes: usize,
-}
-
-#[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub secret_key: Secret,
     pub access_token_ttl: Duration,
@@ -95,6 +91,17 @@ pub struct AuthSettings {
     pub login_max_failures: u32,
     /// How long failed logins are remembered, and so how long a lockout lasts.
     pub login_lockout: Duration,
+    /// Login attempts one client address may make per minute.
+    pub login_per_ip_per_minute: u32,
+    /// Accounts one client address may register per hour.
+    pub register_per_ip_per_hour: u32,
+    /// Password hashes or verifications (19 MiB each) that may run at once.
+    pub password_hash_concurrency: usize,
+    /// Further hashing requests that may wait for a slot; beyond them the answer is 503.
+    pub password_hash_queue: usize,
+    /// A refresh token presented again this soon after its rotation gets the same new pair
+    /// (two tabs refreshing at once) instead of revoking the session family.
+    pub refresh_reuse_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +140,12 @@ pub enum ConfigError {
          set SECRET_KEY to a random value, e.g. `openssl rand -hex 32`"
     )]
     WeakSecret,
+    #[error(
+        "SECRET_KEY is not set, and the built-in development key is only allowed with \
+         ENVIRONMENT=development and HOST on loopback (127.0.0.1 or ::1), not HOST={host:?}: \
+         anyone could sign tokens for this server. Set SECRET_KEY, e.g. `export SECRET_KEY=$(openssl rand -hex 32)`"
+    )]
+    DevelopmentKeyExposed { host: String },
 }
 
 impl Settings {
@@ -190,17 +203,7 @@ impl Settings {
                 exchange: get("AMQP_EXCHANGE", "orderflow"),
                 queue: get("AMQP_QUEUE", "orderflow.orders"),
             },
-            http: HttpSettings {
-                host: get("HOST", "0.0.0.0"),
-                port: parse(&lookup, "PORT", 8000, "a port number")?,
-                cors_origins: get("CORS_ORIGINS", "http://localhost:3000")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|origin| !origin.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                body_limit_bytes: parse(&lookup, "BODY_LIMIT_BYTES", 256 * 1024, "bytes")?,
-            },
+            http: HttpSettings::from_lookup(&lookup)?,
             auth: AuthSettings {
                 secret_key: Secret::new(secret_key),
                 access_token_ttl: Duration::from_secs(
@@ -216,6 +219,37 @@ impl Settings {
                     &lookup,
                     "LOGIN_LOCKOUT_SECS",
                     900,
+                    "seconds",
+                )?),
+                login_per_ip_per_minute: parse(
+                    &lookup,
+                    "LOGIN_PER_IP_PER_MINUTE",
+                    30,
+                    "a whole number",
+                )?,
+                register_per_ip_per_hour: parse(
+                    &lookup,
+                    "REGISTER_PER_IP_PER_HOUR",
+                    20,
+                    "a whole number",
+                )?,
+                password_hash_concurrency: parse(
+                    &lookup,
+                    "PASSWORD_HASH_CONCURRENCY",
+                    cores(),
+                    "a whole number",
+                )?
+                .max(1),
+                password_hash_queue: parse(
+                    &lookup,
+                    "PASSWORD_HASH_QUEUE",
+                    4 * cores(),
+                    "a whole number",
+                )?,
+                refresh_reuse_grace: Duration::from_secs(parse(
+                    &lookup,
+                    "REFRESH_REUSE_GRACE_SECS",
+                    5,
                     "seconds",
                 )?),
             },
@@ -252,7 +286,28 @@ impl Settings {
     }
 }
 
-fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {
+impl Settings {
+    /// Refuses the built-in signing key unless this is a development server reachable only
+    /// from this machine. Called by the api before it listens.
+    pub fn check_signing_key(&self) -> Result<(), ConfigError> {
+        let default_key = self.auth.secret_key.expose() == DEFAULT_SECRET_KEY;
+        if default_key
+            && (self.environment != Environment::Development || !self.http.listens_on_loopback())
+        {
+            return Err(ConfigError::DevelopmentKeyExposed {
+                host: self.http.host.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Cores available to this process: the default for CPU-bound concurrency limits.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+pub(crate) fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {
     ConfigError::Invalid {
         name,
         value: value.to_owned(),
@@ -260,7 +315,7 @@ fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigErr
     }
 }
 
-fn parse<T: std::str::FromStr>(
+pub(crate) fn parse<T: std::str::FromStr>(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &'static str,
     default: T,
@@ -272,65 +327,5 @@ fn parse<T: std::str::FromStr>(
             .trim()
             .parse()
             .map_err(|_| invalid(name, &raw, expected)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::from_lookup(|name| map.get(name).cloned())
-    }
-
-    #[test]
-    fn defaults_work_for_local_development() {
-        let s = settings(&[]).expect("defaults are valid");
-        assert_eq!(s.environment, Environment::Development);
-        assert_eq!(s.http.port, 8000);
-        assert_eq!(s.log.format, LogFormat::Pretty);
-        assert_eq!(s.auth.access_token_ttl, Duration::from_secs(30 * 60));
-    }
-
-    #[test]
-    fn production_refuses_the_default_secret() {
-        let err = settings(&[("ENVIRONMENT", "production")]).unwrap_err();
-        assert!(matches!(err, ConfigError::WeakSecret));
-    }
-
-    #[test]
-    fn production_refuses_a_short_secret() {
-        let err = settings(&[("ENVIRONMENT", "production"), ("SECRET_KEY", "short")]).unwrap_err();
-        assert!(matches!(err, ConfigError::WeakSecret));
-    }
-
-    #[test]
-    fn production_accepts_a_long_secret_and_logs_json() {
-        let key = "k".repeat(40);
-        let s = settings(&[("ENVIRONMENT", "production"), ("SECRET_KEY", &key)]).expect("valid");
-        assert_eq!(s.log.format, LogFormat::Json);
-    }
-
-    #[test]
-    fn a_bad_number_names_the_variable() {
-        let err = settings(&[("PORT", "eighty")]).unwrap_err();
-        assert!(err.to_string().contains("PORT"), "{err}");
-    }
-
-    #[test]
-    fn cors_origins_are_split_and_trimmed() {
-        let s = settings(&[("CORS_ORIGINS", "http://a.test, http://b.test,")]).expect("valid");
-        assert_eq!(s.http.cors_origins, vec!["http://a.test", "http://b.test"]);
-    }
-
-    #[test]
-    fn secrets_do_not_show_in_debug_output() {
-        let s = settings(&[("SECRET_KEY", "super-secret-value")]).expect("valid");
-        assert!(!format!("{s:?}").contains("super-secret-value"));
     }
 }

@@ -1,41 +1,53 @@
-//! `/api/auth`: register, login, me, refresh (with rotation and reuse detection), logout.
+//! `/api/auth`: register, login and me; `session` holds refresh, logout and logout
+//! everywhere. Every answer here carries `Cache-Control: no-store` (see `middleware`).
+
+mod session;
 
 use axum::{
     extract::{FromRequest, Request, State},
     http::StatusCode,
 };
-use chrono::Utc;
 use common::domain::Role;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 
 use crate::{
-    accounts::{self, NewUser, UserResponse},
-    auth::{CurrentUser, password, refresh},
-    detach::detached,
+    accounts::{self, NewUser, PASSWORD_LENGTH, UserResponse},
+    auth::{
+        ClientIp, CurrentUser,
+        throttle::{AccountKey, AccountLimit},
+    },
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, has_content_type, parse_json, read_body},
     state::AppState,
 };
+use session::TokenResponse;
+
+/// The longest login name looked at; an email address is at most 254 characters.
+pub const MAX_LOGIN_LENGTH: usize = 254;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(login))
         .routes(routes!(me))
-        .routes(routes!(refresh_tokens))
-        .routes(routes!(logout))
+        .routes(routes!(session::refresh_tokens))
+        .routes(routes!(session::logout))
+        .routes(routes!(session::logout_everywhere))
 }
 
 /// A new customer account. There is no `role`: self-registration always makes a customer.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(format = "email", max_length = 254)]
     pub email: String,
+    #[schema(min_length = 3, max_length = 50, pattern = r"^[A-Za-z0-9._-]{3,50}$")]
     pub username: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
+    #[schema(max_length = 255)]
     pub full_name: Option<String>,
 }
 
@@ -43,8 +55,11 @@ pub struct RegisterRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(min_length = 1, max_length = 254)]
     pub username: Option<String>,
+    #[schema(min_length = 1, max_length = 254)]
     pub email: Option<String>,
+    #[schema(min_length = 1, max_length = 128)]
     pub password: String,
 }
 
@@ -55,23 +70,6 @@ struct OAuth2PasswordForm {
     password: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefreshRequest {
-    pub refresh_token: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub refresh_token: String,
-    /// Always `bearer`.
-    pub token_type: &'static str,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    pub user: UserResponse,
-}
-
 #[utoipa::path(
     post, path = "/api/auth/register", tag = "auth",
     request_body = RegisterRequest,
@@ -79,19 +77,24 @@ pub struct TokenResponse {
         (status = 201, description = "Account created", body = UserResponse),
         (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid input, or a `role` field", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     AppJson(body): AppJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<UserResponse>)> {
+    // Limited per address before anything else: a taken email answers 409, so this
+    // limit is what keeps account enumeration slow.
+    state.guards.register_per_ip.check(client)?;
     accounts::validate_new_account(
         &body.email,
         &body.username,
         &body.password,
         body.full_name.as_deref(),
     )?;
-    let password_hash = password::hash(body.password).await?;
+    let password_hash = state.guards.passwords.hash(body.password).await?;
     let mut conn = state.pool.acquire().await?;
     let user = accounts::insert(
         &mut conn,
@@ -122,10 +125,11 @@ impl<S: Send + Sync> FromRequest<S> for Credentials {
         if has_content_type(&headers, "application/x-www-form-urlencoded") {
             let body = read_body(request, state).await?;
             let form: OAuth2PasswordForm = serde_urlencoded_from(&body)?;
-            return Ok(Credentials {
+            return Credentials {
                 login: form.username,
                 password: form.password,
-            });
+            }
+            .bounded();
         }
         if !has_content_type(&headers, "application/json") {
             return Err(ApiError::UnsupportedMediaType(
@@ -137,10 +141,31 @@ impl<S: Send + Sync> FromRequest<S> for Credentials {
             .username
             .or(body.email)
             .ok_or_else(|| ApiError::invalid("username", "username or email is required"))?;
-        Ok(Credentials {
+        Credentials {
             login,
             password: body.password,
-        })
+        }
+        .bounded()
+    }
+}
+
+impl Credentials {
+    /// Refuses names and passwords longer than any account can have, before they cost a
+    /// lookup, a row in the attempt table or a hash.
+    fn bounded(self) -> Result<Self, ApiError> {
+        if self.login.trim().is_empty() || self.login.chars().count() > MAX_LOGIN_LENGTH {
+            return Err(ApiError::invalid(
+                "username",
+                format!("must be 1 to {MAX_LOGIN_LENGTH} characters"),
+            ));
+        }
+        if self.password.is_empty() || self.password.chars().count() > PASSWORD_LENGTH.1 {
+            return Err(ApiError::invalid(
+                "password",
+                format!("must be 1 to {} characters", PASSWORD_LENGTH.1),
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -159,54 +184,44 @@ const BAD_CREDENTIALS: &str = "Incorrect username or password.";
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Wrong credentials or inactive account", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed attempts for this account; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts for this account or from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     credentials: Credentials,
 ) -> ApiResult<axum::Json<TokenResponse>> {
-    state.login_throttle.check(&credentials.login)?;
+    state.guards.login_per_ip.check(client)?;
     let mut conn = state.pool.acquire().await?;
     let user = accounts::find_by_login(&mut conn, &credentials.login).await?;
+    // The attempt is counted before the slow check, so parallel guesses all spend budget.
+    let key = user
+        .as_ref()
+        .map_or(AccountKey::UnknownName(&credentials.login), |u| {
+            AccountKey::User(u.id)
+        });
+    state.guards.accounts.reserve(&mut conn, key).await?;
     drop(conn);
     // Verify against a dummy hash for unknown users so both failures cost the same.
     let stored = user.as_ref().map_or_else(
         || state.dummy_password_hash.to_string(),
         |u| u.password_hash.clone(),
     );
-    let matches = password::verify(credentials.password, stored).await?;
+    let matches = state
+        .guards
+        .passwords
+        .verify(credentials.password, stored)
+        .await?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
-        _ => {
-            state.login_throttle.record_failure(&credentials.login);
-            return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
-        }
+        _ => return Err(ApiError::Unauthorized(BAD_CREDENTIALS)),
     };
-    state.login_throttle.reset(&credentials.login);
     let mut tx = state.pool.begin().await?;
-    let response = issue_tokens(&state, &mut tx, user, Uuid::now_v7()).await?;
+    AccountLimit::clear(&mut tx, AccountKey::User(user.id)).await?;
+    let response = session::open_session(&state, &mut tx, user).await?;
     tx.commit().await?;
     Ok(axum::Json(response))
-}
-
-/// A new access token and a refresh token of `family_id`.
-async fn issue_tokens(
-    state: &AppState,
-    conn: &mut sqlx::PgConnection,
-    user: accounts::User,
-    family_id: Uuid,
-) -> ApiResult<TokenResponse> {
-    let ttl = chrono::Duration::from_std(state.settings.auth.refresh_token_ttl)
-        .map_err(anyhow::Error::from)?;
-    let refresh_token = refresh::store(conn, user.id, family_id, Utc::now() + ttl).await?;
-    Ok(TokenResponse {
-        access_token: state.jwt.issue(user.id, user.role)?,
-        refresh_token,
-        token_type: "bearer",
-        expires_in: state.jwt.ttl().as_secs(),
-        user: user.into(),
-    })
 }
 
 #[utoipa::path(
@@ -225,72 +240,4 @@ pub async fn me(
         .await?
         .ok_or(ApiError::Unauthorized("A valid bearer token is required."))?;
     Ok(axum::Json(user.into()))
-}
-
-const BAD_REFRESH: &str = "The refresh token is invalid, expired or revoked.";
-
-#[utoipa::path(
-    post, path = "/api/auth/refresh", tag = "auth",
-    request_body = RefreshRequest,
-    responses(
-        (status = 200, description = "A new token pair; the old refresh token is spent", body = TokenResponse),
-        (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn refresh_tokens(
-    State(state): State<AppState>,
-    AppJson(body): AppJson<RefreshRequest>,
-) -> ApiResult<axum::Json<TokenResponse>> {
-    // A rotation cut off after its commit would leave the client holding a spent token.
-    detached(async move { rotate(&state, &body.refresh_token).await.map(axum::Json) }).await
-}
-
-/// Spends `token` and issues the next pair of its family; a replayed token revokes the family.
-async fn rotate(state: &AppState, token: &str) -> ApiResult<TokenResponse> {
-    let mut tx = state.pool.begin().await?;
-    let stored = refresh::find_for_update(&mut tx, token)
-        .await?
-        .ok_or(ApiError::Unauthorized(BAD_REFRESH))?;
-    if stored.rotated_at.is_some() && stored.revoked_at.is_none() {
-        // A spent token came back: someone holds a copy. End every session of that login.
-        refresh::revoke_family(&mut tx, stored.family_id).await?;
-        tx.commit().await?;
-        tracing::warn!(user_id = %stored.user_id, family_id = %stored.family_id, "refresh token reuse detected; family revoked");
-        return Err(ApiError::Unauthorized(BAD_REFRESH));
-    }
-    if stored.revoked_at.is_some() || stored.expires_at <= Utc::now() {
-        return Err(ApiError::Unauthorized(BAD_REFRESH));
-    }
-    let user = accounts::find_by_id(&mut tx, stored.user_id)
-        .await?
-        .filter(|user| user.is_active)
-        .ok_or(ApiError::Unauthorized(BAD_REFRESH))?;
-    refresh::mark_rotated(&mut tx, stored.id).await?;
-    let response = issue_tokens(state, &mut tx, user, stored.family_id).await?;
-    tx.commit().await?;
-    Ok(response)
-}
-
-#[utoipa::path(
-    post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
-    request_body = RefreshRequest,
-    responses(
-        (status = 204, description = "The refresh token and its family are revoked"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn logout(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    AppJson(body): AppJson<RefreshRequest>,
-) -> ApiResult<StatusCode> {
-    let mut tx = state.pool.begin().await?;
-    // Only the caller's own tokens can be revoked; an unknown one is already useless.
-    if let Some(stored) = refresh::find_for_update(&mut tx, &body.refresh_token).await?
-        && stored.user_id == user.id
-    {
-        refresh::revoke_family(&mut tx, stored.family_id).await?;
-    }
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
 }
