@@ -11,6 +11,7 @@ mod notifications;
 mod orders;
 mod pipeline;
 mod products;
+mod sessions;
 mod shutdown;
 mod users;
 mod worker_handlers;
