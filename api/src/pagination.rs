@@ -7,6 +7,8 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 
 pub const MAX_PAGE_SIZE: i64 = 100;
+/// Deeper pages cost a scan of every row before them; filters reach further more cheaply.
+pub const MAX_PAGE: i64 = 10_000;
 const DEFAULT_PAGE_SIZE: i64 = 20;
 
 /// A validated page request.
@@ -22,13 +24,16 @@ impl PageRequest {
     }
 }
 
-/// Checks `page` (≥ 1, default 1) and `size` (1 to 100, default 20) from a query string.
+/// Checks `page` (1 to 10,000, default 1) and `size` (1 to 100, default 20) from a query string.
 pub fn page_request(page: Option<i64>, size: Option<i64>) -> Result<PageRequest, ApiError> {
     let page = page.unwrap_or(1);
     let size = size.unwrap_or(DEFAULT_PAGE_SIZE);
     let mut errors = Vec::new();
-    if page < 1 {
-        errors.push(crate::error::FieldError::new("page", "must be 1 or more"));
+    if !(1..=MAX_PAGE).contains(&page) {
+        errors.push(crate::error::FieldError::new(
+            "page",
+            "must be from 1 to 10000",
+        ));
     }
     if !(1..=MAX_PAGE_SIZE).contains(&size) {
         errors.push(crate::error::FieldError::new(
@@ -86,7 +91,25 @@ pub fn contains_pattern(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::contains_pattern;
+    use super::{contains_pattern, page_request};
+    use crate::error::ApiError;
+
+    #[test]
+    fn pages_out_of_range_name_the_field_instead_of_overflowing() {
+        for (page, size, field) in [
+            (Some(i64::MAX), None, "page"),
+            (Some(0), None, "page"),
+            (None, Some(101), "size"),
+            (None, Some(-1), "size"),
+        ] {
+            match page_request(page, size) {
+                Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, field),
+                other => panic!("{page:?}/{size:?}: {other:?}"),
+            }
+        }
+        let last = page_request(Some(10_000), Some(100)).expect("in range");
+        assert_eq!(last.offset(), 999_900);
+    }
 
     #[test]
     fn wildcards_in_the_search_text_are_literal() {

@@ -36,7 +36,11 @@ pub struct NotificationResponse {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListNotificationsParams {
+    /// 1 to 10,000.
+    #[param(minimum = 1, maximum = 10000)]
     pub page: Option<i64>,
+    /// 1 to 100.
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<i64>,
     /// Only notifications not yet marked read.
     pub unread: Option<bool>,

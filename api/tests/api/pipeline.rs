@@ -63,7 +63,7 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
     assert!(order["pending_status"].is_null());
 
     let timeline: Value = app
-        .get(&format!("/api/orders/{id}/events"), &alice.token)
+        .get(&format!("/api/orders/{id}/events"), &admin.token)
         .await
         .json()
         .await
@@ -92,6 +92,33 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
         .expect("refund");
     assert_eq!(refund["actor_role"], "admin");
     assert_eq!(refund["reason"], "broken on arrival");
+
+    // The customer's view: what happened, in their words; no staff ids, notes or sequence.
+    let seen: Value = app
+        .get(&format!("/api/orders/{id}/events"), &alice.token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let seen = seen.as_array().expect("entries");
+    let refund = seen
+        .iter()
+        .find(|e| e["to_status"] == "refunded" && e["kind"] == "status_changed")
+        .expect("refund");
+    assert_eq!(refund["actor_role"], "store");
+    assert_eq!(refund["message"], "Your order was refunded.");
+    for entry in seen {
+        for staff_only in ["actor_id", "reason", "seq"] {
+            assert!(
+                entry.get(staff_only).is_none(),
+                "{staff_only} shown: {entry}"
+            );
+        }
+        assert_ne!(
+            entry["kind"], "status_change_requested",
+            "staff requests stay internal"
+        );
+    }
 
     let notifications: Value = app
         .get("/api/notifications", &alice.token)
@@ -211,7 +238,7 @@ async fn an_order_beyond_the_stock_is_cancelled_as_out_of_stock(pool: PgPool) {
         "all or nothing: no line is reserved"
     );
     let timeline: Value = app
-        .get(&format!("/api/orders/{id}/events"), &alice.token)
+        .get(&format!("/api/orders/{id}/events"), &vendor.token)
         .await
         .json()
         .await
@@ -229,6 +256,17 @@ async fn an_order_beyond_the_stock_is_cancelled_as_out_of_stock(pool: PgPool) {
             .expect("reason")
             .starts_with("out_of_stock"),
         "{cancel}"
+    );
+    let seen = app
+        .get(&format!("/api/orders/{id}/events"), &alice.token)
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(seen.contains("some items were out of stock"), "{seen}");
+    assert!(
+        !seen.contains("RARE"),
+        "the customer never learns SKU-level stock: {seen}"
     );
 }
 
@@ -302,7 +340,7 @@ async fn a_cancel_queued_before_an_out_of_stock_refusal_is_recorded_as_refused(p
     )
     .await;
     let timeline: Value = app
-        .get(&path, &alice.token)
+        .get(&path, &vendor.token)
         .await
         .json()
         .await

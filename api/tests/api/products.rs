@@ -155,3 +155,47 @@ async fn stock_adjustments_never_go_below_zero(pool: PgPool) {
     )
     .await;
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn customers_see_availability_never_stock_levels(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (vendor, customer) = app.vendor_and_customer().await;
+    let plenty = app.product(&vendor, "PLENTY", "1.00", 500).await;
+    let few = app.product(&vendor, "FEW", "1.00", 3).await;
+    let none = app.product(&vendor, "NONE", "1.00", 0).await;
+    for (product, in_stock, available) in [(plenty, true, 20), (few, true, 3), (none, false, 0)] {
+        let path = format!("/api/products/{}", product["id"].as_str().expect("id"));
+        let seen: Value = app
+            .get(&path, &customer.token)
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(seen["in_stock"], in_stock, "{seen}");
+        assert_eq!(seen["available"], available, "{seen}");
+        assert!(
+            seen.get("stock").is_none() && seen.get("reserved").is_none(),
+            "{seen}"
+        );
+        let staff: Value = app
+            .get(&path, &vendor.token)
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert!(
+            staff["stock"].is_i64() && staff["reserved"].is_i64(),
+            "{staff}"
+        );
+    }
+    let listed = app
+        .get("/api/products", &customer.token)
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !listed.contains("\"stock\"") && !listed.contains("\"reserved\""),
+        "{listed}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Domain types that parse rather than trust: roles, money, order status.
 
+pub mod customer_text;
 pub mod money;
 pub mod role;
 pub mod status;

@@ -63,6 +63,17 @@ impl TransitionError {
 }
 
 impl OrderStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::Pending,
+        OrderStatus::Confirmed,
+        OrderStatus::Processing,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::Refunded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "pending",
@@ -144,9 +155,7 @@ mod tests {
     use super::*;
     use OrderStatus::*;
 
-    const ALL: [OrderStatus; 7] = [
-        Pending, Confirmed, Processing, Shipped, Delivered, Cancelled, Refunded,
-    ];
+    const ALL: [OrderStatus; 7] = OrderStatus::ALL;
     const CUSTOMER: Initiator = Initiator::User(Role::Customer);
     const VENDOR: Initiator = Initiator::User(Role::Vendor);
     const ADMIN: Initiator = Initiator::User(Role::Admin);

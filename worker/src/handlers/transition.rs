@@ -4,7 +4,7 @@
 //! same statement: every command ends in exactly one `attempt`.
 
 use common::{
-    domain::{OrderStatus, status::Initiator},
+    domain::{OrderStatus, customer_text, status::Initiator},
     events::{Actor, Envelope, EventType, StatusChanged},
 };
 use sqlx::PgConnection;
@@ -130,7 +130,7 @@ async fn apply(
     .bind(notification_id)
     .bind(order.customer_id)
     .bind(format!("order_{}", change.to))
-    .bind(notification_text(order.id, change.to, change.reason))
+    .bind(notification_text(order.id, change.to, change.reason, &change.actor.role))
     .bind(notified_id)
     .bind(event.event_id)
     .bind(EventType::StatusChanged.routing_key())
@@ -140,16 +140,19 @@ async fn apply(
     Ok(())
 }
 
-fn notification_text(order_id: Uuid, to: OrderStatus, reason: Option<&str>) -> String {
-    let mut message = format!("Your order {} is now {to}.", short_id(order_id));
-    // Why an order was confirmed or shipped is internal; why it was cancelled or refunded
-    // is what the customer wants to know.
-    if let Some(reason) =
-        reason.filter(|_| matches!(to, OrderStatus::Cancelled | OrderStatus::Refunded))
-    {
-        message.push_str(&format!(" Reason: {reason}."));
-    }
-    message
+/// The customer's notification: never the staff-side reason, which may name SKUs or hold
+/// a vendor's private note.
+fn notification_text(
+    order_id: Uuid,
+    to: OrderStatus,
+    reason: Option<&str>,
+    actor_role: &str,
+) -> String {
+    format!(
+        "Your order {} is now {to}. {}",
+        short_id(order_id),
+        customer_text::status_sentence(to, reason, actor_role)
+    )
 }
 
 /// The last 8 hex digits of an id: enough for a customer to tell orders apart.

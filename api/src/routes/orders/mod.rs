@@ -6,6 +6,7 @@ mod create;
 mod model;
 mod pricing;
 mod read;
+mod timeline;
 mod update;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -24,5 +25,5 @@ pub fn router() -> OpenApiRouter<AppState> {
             commands::cancel_order
         ))
         .routes(routes!(commands::change_status))
-        .routes(routes!(read::order_timeline))
+        .routes(routes!(timeline::order_timeline))
 }

@@ -1,10 +1,9 @@
-//! Reading orders: one, the caller's own, all (staff), and an order's timeline.
+//! Reading orders: one, the caller's own, all (staff).
 
 use axum::{Json, extract::State};
-use chrono::{DateTime, Utc};
 use common::domain::OrderStatus;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::model::{OrderResponse, OrderRow, find_visible, items_of, load_response, order_columns};
@@ -19,8 +18,11 @@ use crate::{
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListOrdersParams {
+    /// 1 to 10,000.
+    #[param(minimum = 1, maximum = 10000)]
     pub page: Option<i64>,
     /// 1 to 100.
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<i64>,
     /// Only orders in this status.
     pub status: Option<OrderStatus>,
@@ -113,47 +115,4 @@ pub async fn get_order(
     let mut conn = state.pool.acquire().await?;
     let order = find_visible(&mut conn, id, &user).await?;
     Ok(Json(load_response(&mut conn, order).await?))
-}
-
-/// One entry of an order's timeline.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct TimelineEntry {
-    pub id: Uuid,
-    /// `created`, `status_change_requested`, `cancel_requested`, `status_changed`, `rejected` or `notified`.
-    pub kind: String,
-    pub from_status: Option<OrderStatus>,
-    pub to_status: Option<OrderStatus>,
-    /// The user who acted; empty for the system.
-    pub actor_id: Option<Uuid>,
-    /// `customer`, `vendor`, `admin` or `system`.
-    pub actor_role: String,
-    pub reason: Option<String>,
-    /// The command sequence number this entry belongs to.
-    pub seq: Option<i64>,
-    pub created_at: DateTime<Utc>,
-}
-
-#[utoipa::path(
-    get, path = "/api/orders/{id}/events", tag = "orders", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
-    responses(
-        (status = 200, description = "Every request, transition, refusal and notification, oldest first", body = Vec<TimelineEntry>),
-        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn order_timeline(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    AppPath(id): AppPath<Uuid>,
-) -> ApiResult<Json<Vec<TimelineEntry>>> {
-    let mut conn = state.pool.acquire().await?;
-    find_visible(&mut conn, id, &user).await?;
-    let entries = sqlx::query_as(
-        "SELECT id, kind, from_status, to_status, actor_id, actor_role, reason, seq, created_at
-         FROM order_events WHERE order_id = $1 ORDER BY created_at, id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(Json(entries))
 }

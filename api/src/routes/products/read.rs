@@ -11,6 +11,7 @@ use crate::{
     extract::{AppPath, AppQuery},
     pagination::{Page, contains_pattern, page_request},
     state::AppState,
+    validation::Violations,
 };
 
 use super::model::{NO_PRODUCT, Product, ProductResponse, find, product_columns};
@@ -18,9 +19,14 @@ use super::model::{NO_PRODUCT, Product, ProductResponse, find, product_columns};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListProductsParams {
+    /// 1 to 10,000.
+    #[param(minimum = 1, maximum = 10000)]
     pub page: Option<i64>,
+    /// 1 to 100.
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<i64>,
     /// Case-insensitive match on name or SKU.
+    #[param(max_length = 100)]
     pub q: Option<String>,
 }
 
@@ -38,6 +44,15 @@ pub async fn list_products(
     AppQuery(params): AppQuery<ListProductsParams>,
 ) -> ApiResult<Json<Page<ProductResponse>>> {
     let page = page_request(params.page, params.size)?;
+    if let Some(q) = &params.q {
+        Violations::new()
+            .check(
+                q.chars().count() <= 100,
+                "q",
+                "must be at most 100 characters",
+            )
+            .finish()?;
+    }
     let pattern = params
         .q
         .as_deref()
@@ -68,8 +83,9 @@ pub async fn list_products(
     .bind(page.offset())
     .fetch_all(&mut *conn)
     .await?;
+    let staff = user.role.is_staff();
     Ok(Json(
-        Page::new(products, total, page).map(ProductResponse::from),
+        Page::new(products, total, page).map(|p| ProductResponse::for_viewer(p, staff)),
     ))
 }
 
@@ -91,5 +107,8 @@ pub async fn get_product(
         .await?
         .filter(|p| p.is_active || user.role.is_staff())
         .ok_or(ApiError::NotFound(NO_PRODUCT))?;
-    Ok(Json(product.into()))
+    Ok(Json(ProductResponse::for_viewer(
+        product,
+        user.role.is_staff(),
+    )))
 }

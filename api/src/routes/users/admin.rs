@@ -35,7 +35,11 @@ pub struct AdminUpdateUserRequest {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListUsersParams {
+    /// 1 to 10,000.
+    #[param(minimum = 1, maximum = 10000)]
     pub page: Option<i64>,
+    /// 1 to 100.
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<i64>,
     /// Only users of this role.
     pub role: Option<Role>,
@@ -44,9 +48,14 @@ pub struct ListUsersParams {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchUsersParams {
-    /// At least 2 characters; matched case-insensitively in username, email and full name.
+    /// 2 to 100 characters; matched case-insensitively in username, email and full name.
+    #[param(min_length = 2, max_length = 100)]
     pub q: String,
+    /// 1 to 10,000.
+    #[param(minimum = 1, maximum = 10000)]
     pub page: Option<i64>,
+    /// 1 to 100.
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<i64>,
 }
 

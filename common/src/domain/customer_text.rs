@@ -1,0 +1,68 @@
+//! What a customer is told about their order. Timeline reasons are written for staff (free
+//! text notes, `out_of_stock: SKU-1, SKU-2`); customers get these sentences instead, in
+//! the timeline and in notifications alike.
+
+use super::OrderStatus;
+
+/// The customer-facing sentence for an order reaching `to`, given the staff-side `reason`
+/// and the role of whoever caused it (`customer`, `vendor`, `admin`, `system`).
+pub fn status_sentence(to: OrderStatus, reason: Option<&str>, actor_role: &str) -> &'static str {
+    match to {
+        OrderStatus::Pending => "Order placed.",
+        OrderStatus::Confirmed => "Order confirmed: your items are reserved.",
+        OrderStatus::Processing => "Your order is being prepared.",
+        OrderStatus::Shipped => "Your order has shipped.",
+        OrderStatus::Delivered => "Your order was delivered.",
+        OrderStatus::Refunded => "Your order was refunded.",
+        OrderStatus::Cancelled => cancellation_sentence(reason, actor_role),
+    }
+}
+
+fn cancellation_sentence(reason: Option<&str>, actor_role: &str) -> &'static str {
+    if reason.is_some_and(|reason| reason.starts_with("out_of_stock")) {
+        "Order cancelled: some items were out of stock. You have not been charged."
+    } else if actor_role == "customer" {
+        "Order cancelled at your request."
+    } else {
+        "Order cancelled by the store."
+    }
+}
+
+/// Who acted, as a customer may know it: staff members stay anonymous.
+pub fn actor_label(actor_role: &str) -> &'static str {
+    match actor_role {
+        "customer" => "customer",
+        "system" => "system",
+        _ => "store",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_shortages_and_staff_notes_never_reach_the_customer() {
+        let text = status_sentence(
+            OrderStatus::Cancelled,
+            Some("out_of_stock: SKU-SECRET-1"),
+            "system",
+        );
+        assert!(!text.contains("SKU"), "{text}");
+        assert!(text.contains("out of stock"));
+        let staff = status_sentence(OrderStatus::Cancelled, Some("fraud suspected"), "vendor");
+        assert_eq!(staff, "Order cancelled by the store.");
+        let own = status_sentence(OrderStatus::Cancelled, Some("changed my mind"), "customer");
+        assert_eq!(own, "Order cancelled at your request.");
+    }
+
+    #[test]
+    fn every_status_has_a_sentence_and_staff_roles_read_as_the_store() {
+        for status in OrderStatus::ALL {
+            assert!(!status_sentence(status, None, "system").is_empty());
+        }
+        assert_eq!(actor_label("vendor"), "store");
+        assert_eq!(actor_label("admin"), "store");
+        assert_eq!(actor_label("customer"), "customer");
+    }
+}
