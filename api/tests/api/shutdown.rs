@@ -1,5 +1,6 @@
 //! Graceful shutdown of the real `api` binary: SIGTERM lets in-flight requests finish, then
-//! the relay publishes what they wrote, then the process exits cleanly.
+//! the relay publishes what they wrote, then the process exits cleanly. It also refuses to
+//! start with the development signing key where others could reach it.
 
 use std::{process::Stdio, time::Duration};
 
@@ -93,5 +94,25 @@ async fn sigterm_finishes_in_flight_requests_and_drains_the_outbox(pool: PgPool)
     assert_eq!(
         unpublished, 0,
         "the relay published the cancellation before exiting"
+    );
+}
+
+#[tokio::test]
+async fn the_api_refuses_the_development_key_beyond_loopback() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
+        .env_remove("SECRET_KEY")
+        .env("ENVIRONMENT", "development")
+        .env("HOST", "0.0.0.0")
+        .env("LOG_DIR", "")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("api runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SECRET_KEY"), "{stderr}");
+    assert!(
+        stderr.contains("openssl rand"),
+        "the message says how to fix it: {stderr}"
     );
 }
