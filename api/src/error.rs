@@ -156,6 +156,19 @@ impl From<sqlx::Error> for ApiError {
             &error,
             sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("57014" | "55P03" | "40001" | "40P01"))
         );
+        // Class 22 (data exception): a value PostgreSQL cannot store, such as a NUL character
+        // in text. That is the client's input, not our fault.
+        let unstorable = matches!(
+            &error,
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22"))
+        );
+        if unstorable {
+            tracing::info!(error = %error, "input refused by the database");
+            return ApiError::invalid(
+                "",
+                "a value cannot be stored (out of range, or holds a NUL character)",
+            );
+        }
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %error, "database unavailable");

@@ -33,9 +33,11 @@ use crate::{error::ApiError, state::AppState};
 
 /// The OpenAPI document and the routes it describes.
 fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (routes, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(routes::router())
-        .split_for_parts()
+        .split_for_parts();
+    openapi::add_common_responses(&mut document);
+    (routes, document)
 }
 
 /// The whole HTTP application.

@@ -34,6 +34,18 @@ impl Violations {
         self
     }
 
+    /// A phone number: up to 20 digits, spaces and `+ - ( ) .`.
+    pub fn phone(&mut self, value: &str, field: &str) -> &mut Self {
+        let value = value.trim();
+        self.length(value, field, 0, 20).check(
+            value
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c)),
+            field,
+            "may hold only digits, spaces and + - ( ) .",
+        )
+    }
+
     pub fn email(&mut self, value: &str, field: &str) -> &mut Self {
         self.check(is_email(value), field, "must be a valid email address")
     }

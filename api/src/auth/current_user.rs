@@ -21,14 +21,6 @@ pub struct CurrentUser {
 const BAD_TOKEN: &str = "A valid bearer token is required.";
 
 impl CurrentUser {
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.role == Role::Admin {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("Only an admin may do this."))
-        }
-    }
-
     pub fn require_staff(&self) -> Result<(), ApiError> {
         if self.role.is_staff() {
             Ok(())
@@ -67,5 +59,34 @@ impl FromRequestParts<AppState> for CurrentUser {
             id: user.id,
             role: user.role,
         })
+    }
+}
+
+/// A signed-in vendor or admin. As an extractor it refuses everyone else with 403 before
+/// the query or body is even read, so a customer learns nothing about a staff route.
+pub struct StaffUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for StaffUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        user.require_staff()?;
+        Ok(StaffUser(user))
+    }
+}
+
+/// A signed-in admin; everyone else gets 403 before the query or body is read.
+pub struct AdminUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ApiError::Forbidden("Only an admin may do this."));
+        }
+        Ok(AdminUser(user))
     }
 }

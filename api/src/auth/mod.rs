@@ -10,4 +10,4 @@ pub mod refresh;
 pub mod throttle;
 
 pub use client_ip::ClientIp;
-pub use current_user::CurrentUser;
+pub use current_user::{AdminUser, CurrentUser, StaffUser};

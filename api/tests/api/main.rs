@@ -1,6 +1,7 @@
 //! Integration tests of the api against real PostgreSQL and RabbitMQ.
 
 mod abuse;
+mod access_matrix;
 mod auth;
 mod docs;
 mod fault;

@@ -105,7 +105,7 @@ impl PartialSchema for Money {
     fn schema() -> openapi::RefOr<openapi::schema::Schema> {
         openapi::ObjectBuilder::new()
             .schema_type(openapi::schema::Type::String)
-            .pattern(Some(r"^\d+(\.\d{1,2})?$"))
+            .pattern(Some(r"^\d{1,15}(\.\d{1,2})?$"))
             .description(Some("Decimal amount with two places, e.g. \"25.00\""))
             .examples(["25.00"])
             .into()

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::model::{NO_ORDER, owner_filter};
 use crate::{
-    auth::CurrentUser,
+    auth::{CurrentUser, StaffUser},
     detach::detached,
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath},
@@ -29,7 +29,9 @@ use crate::{
 pub struct StatusChangeRequest {
     /// `processing`, `shipped` (needs a tracking number), `delivered`, `refunded` or `cancelled`.
     pub status: OrderStatus,
+    #[schema(max_length = 1000)]
     pub note: Option<String>,
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub tracking_number: Option<String>,
 }
 
@@ -67,12 +69,11 @@ struct CommandTarget {
 )]
 pub async fn change_status(
     State(state): State<AppState>,
-    user: CurrentUser,
+    StaffUser(user): StaffUser,
     RequestId(request_id): RequestId,
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<StatusChangeRequest>,
 ) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
-    user.require_staff()?;
     let mut v = Violations::new();
     if let Some(note) = &body.note {
         v.length(note, "note", 0, 1000);

@@ -38,8 +38,10 @@ pub(super) const MAX_QUANTITY: i32 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct OrderLineRequest {
     pub product_id: Option<Uuid>,
+    #[schema(min_length = 1, max_length = 64)]
     pub product_sku: Option<String>,
     /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: i32,
     /// Optional: the price the client showed. A different catalogue price is refused (409).
     pub unit_price: Option<Money>,
@@ -49,11 +51,17 @@ pub struct OrderLineRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
     /// 1 to 100 lines; lines naming the same product are merged.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<OrderLineRequest>,
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub customer_name: String,
+    #[schema(format = "email", max_length = 254)]
     pub customer_email: String,
+    #[schema(max_length = 20, pattern = r"^[0-9 +().-]*$")]
     pub customer_phone: Option<String>,
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub shipping_address: String,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
 }
 
@@ -198,14 +206,7 @@ fn validate(request: &CreateOrderRequest) -> ApiResult<()> {
         .email(request.customer_email.trim(), "customer_email")
         .length(request.shipping_address.trim(), "shipping_address", 1, 1000);
     if let Some(phone) = &request.customer_phone {
-        v.length(phone.trim(), "customer_phone", 0, 20).check(
-            phone
-                .trim()
-                .chars()
-                .all(|c| c.is_ascii_digit() || " +-().".contains(c)),
-            "customer_phone",
-            "may hold only digits, spaces and + - ( ) .",
-        );
+        v.phone(phone, "customer_phone");
     }
     if let Some(notes) = &request.notes {
         v.length(notes, "notes", 0, 2000);

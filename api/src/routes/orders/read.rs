@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::model::{OrderResponse, OrderRow, find_visible, items_of, load_response, order_columns};
 use crate::{
-    auth::CurrentUser,
+    auth::{CurrentUser, StaffUser},
     error::{ApiResult, Problem},
     extract::{AppPath, AppQuery},
     pagination::{Page, page_request},
@@ -51,10 +51,9 @@ pub async fn list_my_orders(
 )]
 pub async fn list_orders(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _: StaffUser,
     AppQuery(params): AppQuery<ListOrdersParams>,
 ) -> ApiResult<Json<Page<OrderResponse>>> {
-    user.require_staff()?;
     list(&state, None, params).await
 }
 

@@ -19,12 +19,18 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrderRequest {
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub customer_name: Option<String>,
+    #[schema(format = "email", max_length = 254)]
     pub customer_email: Option<String>,
+    #[schema(max_length = 20, pattern = r"^[0-9 +().-]*$")]
     pub customer_phone: Option<String>,
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub shipping_address: Option<String>,
+    #[schema(max_length = 2000)]
     pub notes: Option<String>,
     /// Staff only.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub tracking_number: Option<String>,
 }
 
@@ -57,7 +63,7 @@ pub async fn update_order(
         v.email(email.trim(), "customer_email");
     }
     if let Some(phone) = &body.customer_phone {
-        v.length(phone.trim(), "customer_phone", 0, 20);
+        v.phone(phone, "customer_phone");
     }
     if let Some(address) = &body.shipping_address {
         v.length(address.trim(), "shipping_address", 1, 1000);

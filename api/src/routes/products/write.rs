@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    auth::CurrentUser,
+    auth::StaffUser,
     error::{ApiError, ApiResult, Problem, unique_violation},
     extract::{AppJson, AppPath, parse_value},
     idempotency::{self, Created},
@@ -25,13 +25,18 @@ use super::model::{NO_PRODUCT, Product, ProductResponse, find, product_columns};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")]
     pub sku: String,
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: String,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     pub price: Money,
     /// ISO 4217 code; default `USD`.
+    #[schema(pattern = r"^[A-Z]{3}$")]
     pub currency: Option<String>,
     /// Initial units on hand; default 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: Option<i32>,
     pub is_active: Option<bool>,
 }
@@ -39,10 +44,14 @@ pub struct CreateProductRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProductRequest {
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._-]+$")]
     pub sku: Option<String>,
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     pub price: Option<Money>,
+    #[schema(pattern = r"^[A-Z]{3}$")]
     pub currency: Option<String>,
     pub is_active: Option<bool>,
 }
@@ -50,7 +59,8 @@ pub struct UpdateProductRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustStockRequest {
-    /// Units to add (positive) or remove (negative); stock never goes below zero.
+    /// Units to add (positive) or remove (negative); stock stays within 0 to 1,000,000,000.
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub delta: i32,
 }
 
@@ -108,11 +118,10 @@ fn map_unique(error: sqlx::Error) -> ApiError {
 )]
 pub async fn create_product(
     State(state): State<AppState>,
-    user: CurrentUser,
+    StaffUser(user): StaffUser,
     headers: HeaderMap,
     AppJson(raw): AppJson<serde_json::Value>,
 ) -> ApiResult<Response> {
-    user.require_staff()?;
     let body: CreateProductRequest = parse_value(&raw)?;
     let currency = body.currency.clone().unwrap_or_else(|| "USD".to_owned());
     let stock = body.stock.unwrap_or(0);
@@ -192,11 +201,10 @@ pub async fn create_product(
 )]
 pub async fn update_product(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _: StaffUser,
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<UpdateProductRequest>,
 ) -> ApiResult<Json<ProductResponse>> {
-    user.require_staff()?;
     let mut v = Violations::new();
     validate(
         &mut v,
@@ -241,11 +249,10 @@ pub async fn update_product(
 )]
 pub async fn adjust_stock(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _: StaffUser,
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<AdjustStockRequest>,
 ) -> ApiResult<Json<ProductResponse>> {
-    user.require_staff()?;
     let mut conn = state.pool.acquire().await?;
     // One atomic statement: concurrent adjustments and reservations cannot interleave.
     let updated: Option<Product> = sqlx::query_as(concat!(

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     accounts::{self, User, UserResponse, user_columns},
     auth::{
-        CurrentUser,
+        AdminUser,
         throttle::{AccountKey, AccountLimit},
     },
     error::{ApiError, ApiResult, Problem},
@@ -27,8 +27,11 @@ use super::load;
 pub struct AdminUpdateUserRequest {
     pub role: Option<Role>,
     pub is_active: Option<bool>,
+    #[schema(max_length = 255)]
     pub full_name: Option<String>,
+    #[schema(format = "email", max_length = 254)]
     pub email: Option<String>,
+    #[schema(min_length = 3, max_length = 50, pattern = r"^[A-Za-z0-9._-]{3,50}$")]
     pub username: Option<String>,
 }
 
@@ -70,10 +73,9 @@ pub struct SearchUsersParams {
 )]
 pub async fn list_users(
     State(state): State<AppState>,
-    me: CurrentUser,
+    _: AdminUser,
     AppQuery(params): AppQuery<ListUsersParams>,
 ) -> ApiResult<Json<Page<UserResponse>>> {
-    me.require_admin()?;
     let page = page_request(params.page, params.size)?;
     let mut conn = state.pool.acquire().await?;
     let users = find_page(&mut conn, params.role, None, page).await?;
@@ -91,10 +93,9 @@ pub async fn list_users(
 )]
 pub async fn search_users(
     State(state): State<AppState>,
-    me: CurrentUser,
+    _: AdminUser,
     AppQuery(params): AppQuery<SearchUsersParams>,
 ) -> ApiResult<Json<Page<UserResponse>>> {
-    me.require_admin()?;
     let q = params.q.trim();
     Violations::new().length(q, "q", 2, 100).finish()?;
     let page = page_request(params.page, params.size)?;
@@ -150,10 +151,9 @@ async fn find_page(
 )]
 pub async fn get_user(
     State(state): State<AppState>,
-    me: CurrentUser,
+    _: AdminUser,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Json<UserResponse>> {
-    me.require_admin()?;
     let mut conn = state.pool.acquire().await?;
     Ok(Json(load(&mut conn, id).await?.into()))
 }
@@ -171,11 +171,10 @@ pub async fn get_user(
 )]
 pub async fn update_user(
     State(state): State<AppState>,
-    me: CurrentUser,
+    AdminUser(me): AdminUser,
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<AdminUpdateUserRequest>,
 ) -> ApiResult<Json<UserResponse>> {
-    me.require_admin()?;
     let mut v = Violations::new();
     accounts::check_profile(
         &mut v,
@@ -190,6 +189,7 @@ pub async fn update_user(
         return Err(self_lockout());
     }
     let mut tx = state.pool.begin().await?;
+    let before = load_for_update(&mut tx, id).await?;
     let user: User = sqlx::query_as(concat!(
         "UPDATE users SET role = COALESCE($2, role), is_active = COALESCE($3, is_active),
              full_name = COALESCE($4, full_name), email = COALESCE($5, email),
@@ -207,13 +207,26 @@ pub async fn update_user(
     .await
     .map_err(accounts::map_unique)?
     .ok_or(ApiError::NotFound("No such user."))?;
-    if body.role.is_some() || !user.is_active {
+    if user.role != before.role || (before.is_active && !user.is_active) {
         // Tokens carry the role they were issued for: a new role or a deactivation ends them.
         accounts::end_all_sessions(&mut tx, id).await?;
     }
     tx.commit().await?;
     tracing::info!(target_user = %id, role = ?body.role, is_active = ?body.is_active, "user updated by admin");
     Ok(Json(user.into()))
+}
+
+/// The user's row, locked until the transaction ends so the comparison with the update holds.
+async fn load_for_update(conn: &mut PgConnection, id: Uuid) -> ApiResult<User> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ApiError::NotFound("No such user."))
 }
 
 fn self_lockout() -> ApiError {
@@ -235,10 +248,9 @@ fn self_lockout() -> ApiError {
 )]
 pub async fn deactivate_user(
     State(state): State<AppState>,
-    me: CurrentUser,
+    AdminUser(me): AdminUser,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Json<UserResponse>> {
-    me.require_admin()?;
     if id == me.id {
         return Err(self_lockout());
     }
@@ -268,10 +280,9 @@ pub async fn deactivate_user(
 )]
 pub async fn clear_login_lockout(
     State(state): State<AppState>,
-    me: CurrentUser,
+    _: AdminUser,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<StatusCode> {
-    me.require_admin()?;
     let mut conn = state.pool.acquire().await?;
     load(&mut conn, id).await?;
     AccountLimit::clear(&mut conn, AccountKey::User(id)).await?;

@@ -21,11 +21,16 @@ use super::load;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
+    #[schema(format = "email", max_length = 254)]
     pub email: Option<String>,
+    #[schema(min_length = 3, max_length = 50, pattern = r"^[A-Za-z0-9._-]{3,50}$")]
     pub username: Option<String>,
+    #[schema(max_length = 255)]
     pub full_name: Option<String>,
     /// Required to set `new_password`.
+    #[schema(min_length = 1, max_length = 128)]
     pub current_password: Option<String>,
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: Option<String>,
 }
 

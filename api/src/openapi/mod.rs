@@ -1,5 +1,8 @@
 //! The OpenAPI 3.1 document: every route registered through `OpenApiRouter` adds itself;
-//! this module adds the title, tags and the bearer (OAuth2 password) security scheme.
+//! this module adds the title, tags, the bearer (OAuth2 password) security scheme, and
+//! (`contract`) the answers every operation shares.
+
+mod contract;
 
 use utoipa::{
     Modify, OpenApi,
@@ -45,4 +48,9 @@ impl Modify for BearerScheme {
             )),
         );
     }
+}
+
+/// Adds what every operation shares; call on the document once all routes are merged.
+pub fn add_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    contract::CommonResponses.modify(openapi);
 }
