@@ -49,6 +49,12 @@ pub struct OrderLineRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "items": [{ "product_sku": "MUG-1", "quantity": 2 }],
+    "customer_name": "Cara Customer",
+    "customer_email": "cara@example.com",
+    "shipping_address": "1 Main St, Springfield"
+}))]
 pub struct CreateOrderRequest {
     /// 1 to 100 lines; lines naming the same product are merged.
     #[schema(min_items = 1, max_items = 100)]
