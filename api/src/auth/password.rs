@@ -2,14 +2,14 @@
 //! async runtime, and bounded: each hash holds 19 MiB for its whole run, so an unbounded
 //! burst of logins would take the process's memory with it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Context;
 use argon2::{
     Argon2,
     password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash},
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::error::ApiError;
 
@@ -37,21 +37,40 @@ fn verify_now(password: &str, stored_hash: &str) -> anyhow::Result<bool> {
         .is_ok())
 }
 
-/// Admission control for password hashing: `concurrency` hashes run at once, `queue` more
-/// may wait for a slot, and anyone beyond that is told 503 at once.
+/// A fixed pool of hashing threads with a bounded queue: `concurrency` hashes run at once,
+/// `queue` more may wait, and anyone beyond that is told 503 at once.
+///
+/// Dedicated long-lived threads rather than tokio's blocking pool, which grows a new thread
+/// whenever all are busy and is shared with other blocking work: here the number of
+/// 19 MiB buffers alive at once is exactly `concurrency`.
 pub struct PasswordWork {
-    admitted: Arc<Semaphore>,
-    running: Arc<Semaphore>,
+    jobs: mpsc::SyncSender<Job>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 const BUSY: &str = "Too many sign-ins are being processed; retry in a moment.";
 
 impl PasswordWork {
     pub fn new(concurrency: usize, queue: usize) -> Self {
-        Self {
-            admitted: Arc::new(Semaphore::new(concurrency + queue)),
-            running: Arc::new(Semaphore::new(concurrency)),
+        let (jobs, inbox) = mpsc::sync_channel::<Job>(queue);
+        let inbox = Arc::new(Mutex::new(inbox));
+        for n in 0..concurrency.max(1) {
+            let inbox = inbox.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-{n}"))
+                .spawn(move || {
+                    // Ends when the last sender (the app state) is dropped.
+                    while let Ok(job) = next_job(&inbox) {
+                        // A panicking hash fails its caller (the sender drops), not the pool.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(error) = spawned {
+                tracing::error!(error = %error, "could not start a password hashing thread");
+            }
         }
+        Self { jobs }
     }
 
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
@@ -62,31 +81,32 @@ impl PasswordWork {
         self.run(move || verify_now(&password, &stored_hash)).await
     }
 
-    /// Runs `work` on a blocking thread once a slot is free. The permits move into the
-    /// blocking task, so a client hanging up does not free a slot whose hash still runs.
+    /// Queues `work` for the pool, or refuses at once when the queue is full. A client
+    /// hanging up does not cancel queued work, so the bound holds either way.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let admitted: OwnedSemaphorePermit = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // The caller may have gone; nobody is left to tell.
+            let _ = done.send(work());
+        });
+        self.jobs
+            .try_send(job)
             .map_err(|_| ApiError::Unavailable(BUSY))?;
-        let running = self
-            .running
-            .clone()
-            .acquire_owned()
+        result
             .await
-            .map_err(|_| ApiError::Unavailable(BUSY))?;
-        tokio::task::spawn_blocking(move || {
-            let _slots = (admitted, running);
-            work()
-        })
-        .await
-        .context("password hashing task failed")?
-        .map_err(ApiError::Internal)
+            .context("password hashing thread stopped")?
+            .map_err(ApiError::Internal)
     }
+}
+
+fn next_job(inbox: &Mutex<mpsc::Receiver<Job>>) -> Result<Job, mpsc::RecvError> {
+    inbox
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .recv()
 }
 
 #[cfg(test)]
@@ -95,7 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
-        let work = PasswordWork::new(1, 0);
+        let work = PasswordWork::new(1, 1);
         let hash = work.hash("correct horse".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
         assert!(
