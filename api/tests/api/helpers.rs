@@ -206,6 +206,17 @@ impl TestApp {
         }
     }
 
+    /// Presents a refresh token; the status and the body.
+    pub async fn refresh(&self, token: &str) -> (StatusCode, Value) {
+        let response = self
+            .post("/api/auth/refresh", None, json!({ "refresh_token": token }))
+            .await;
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
     pub async fn login(&self, login: &str, password: &str) -> (StatusCode, Value) {
         let response = self
             .post(

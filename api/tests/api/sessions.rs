@@ -35,31 +35,13 @@ async fn refreshing_rotates_the_token_and_reuse_revokes_the_family(pool: PgPool)
     );
 
     // The spent token comes back (stolen copy): refused, and the whole family with it.
-    let replay = app
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({ "refresh_token": user.refresh_token }),
-        )
-        .await;
-    assert_problem(replay, StatusCode::UNAUTHORIZED).await;
-    let legit = app
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({ "refresh_token": second_token }),
-        )
-        .await;
-    assert_problem(legit, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.refresh(&second_token).await.0, StatusCode::UNAUTHORIZED);
 
-    let unknown = app
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({ "refresh_token": "made-up" }),
-        )
-        .await;
-    assert_problem(unknown, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(app.refresh("made-up").await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -74,14 +56,10 @@ async fn logout_revokes_the_refresh_token(pool: PgPool) {
         )
         .await;
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
-    let refresh = app
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({ "refresh_token": user.refresh_token }),
-        )
-        .await;
-    assert_problem(refresh, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -100,24 +78,10 @@ async fn a_deactivated_user_is_locked_out_everywhere(pool: PgPool) {
     .await;
     let (status, _) = app.login("judy", PASSWORD).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let refresh = app
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({ "refresh_token": user.refresh_token }),
-        )
-        .await;
-    assert_problem(refresh, StatusCode::UNAUTHORIZED).await;
-}
-
-async fn refresh(app: &TestApp, token: &str) -> (StatusCode, Value) {
-    let response = app
-        .post("/api/auth/refresh", None, json!({ "refresh_token": token }))
-        .await;
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -125,15 +89,15 @@ async fn two_refreshes_within_the_grace_window_get_the_same_pair(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let user = app.user(Role::Customer, "tabs").await;
     let (first, second) = tokio::join!(
-        refresh(&app, &user.refresh_token),
-        refresh(&app, &user.refresh_token)
+        app.refresh(&user.refresh_token),
+        app.refresh(&user.refresh_token)
     );
     assert_eq!((first.0, second.0), (StatusCode::OK, StatusCode::OK));
     assert_eq!(first.1["refresh_token"], second.1["refresh_token"]);
     assert_eq!(first.1["access_token"], second.1["access_token"]);
     // The family lives on: the shared successor rotates normally.
     let next = first.1["refresh_token"].as_str().expect("token");
-    assert_eq!(refresh(&app, next).await.0, StatusCode::OK);
+    assert_eq!(app.refresh(next).await.0, StatusCode::OK);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -141,15 +105,15 @@ async fn a_replay_after_the_grace_window_still_revokes_the_family(pool: PgPool) 
     let settings = test_settings(&[("REFRESH_REUSE_GRACE_SECS", "1")]);
     let app = TestApp::start(pool, settings, false).await;
     let user = app.user(Role::Customer, "late-tab").await;
-    let (status, rotated) = refresh(&app, &user.refresh_token).await;
+    let (status, rotated) = app.refresh(&user.refresh_token).await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(
-        refresh(&app, &user.refresh_token).await.0,
+        app.refresh(&user.refresh_token).await.0,
         StatusCode::UNAUTHORIZED
     );
     let successor = rotated["refresh_token"].as_str().expect("token");
-    assert_eq!(refresh(&app, successor).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.refresh(successor).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -176,11 +140,11 @@ async fn logout_everywhere_ends_every_access_and_refresh_token(pool: PgPool) {
     }
     let laptop_refresh = laptop["refresh_token"].as_str().expect("token");
     assert_eq!(
-        refresh(&app, laptop_refresh).await.0,
+        app.refresh(laptop_refresh).await.0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        refresh(&app, &phone.refresh_token).await.0,
+        app.refresh(&phone.refresh_token).await.0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(

@@ -87,14 +87,10 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions(poo
         app.login("mia", "brand-new-password").await.0,
         StatusCode::OK
     );
-    let old_session = app
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({ "refresh_token": user.refresh_token }),
-        )
-        .await;
-    assert_problem(old_session, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -256,14 +252,10 @@ async fn admins_promote_and_deactivate_users(pool: PgPool) {
         StatusCode::UNAUTHORIZED,
     )
     .await;
-    let refresh = app
-        .post(
-            "/api/auth/refresh",
-            None,
-            json!({ "refresh_token": user.refresh_token }),
-        )
-        .await;
-    assert_problem(refresh, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(
+        app.refresh(&user.refresh_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     let reactivated = app
         .put(&path, &admin.token, json!({ "is_active": true }))
