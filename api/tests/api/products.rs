@@ -147,6 +147,12 @@ async fn stock_adjustments_never_go_below_zero(pool: PgPool) {
     .await;
     assert_eq!(problem["code"], "insufficient_stock");
     assert_eq!(app.stock_of("PEN").await, (8, 0));
+    let huge = app
+        .post(&path, Some(&vendor.token), json!({ "delta": i32::MAX }))
+        .await;
+    let problem = assert_problem(huge, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "delta");
+    assert_eq!(app.stock_of("PEN").await, (8, 0));
     let missing = format!("/api/products/{}/stock", uuid::Uuid::now_v7());
     assert_problem(
         app.post(&missing, Some(&vendor.token), json!({ "delta": 1 }))

@@ -244,7 +244,7 @@ pub async fn update_product(
         (status = 200, description = "OK", body = ProductResponse),
         (status = 403, description = "Not allowed for this role", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Would take stock below zero", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Would take stock below zero or above 1,000,000,000", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn adjust_stock(
@@ -253,6 +253,13 @@ pub async fn adjust_stock(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<AdjustStockRequest>,
 ) -> ApiResult<Json<ProductResponse>> {
+    Violations::new()
+        .check(
+            (-MAX_STOCK..=MAX_STOCK).contains(&body.delta),
+            "delta",
+            "must be from -1000000000 to 1000000000",
+        )
+        .finish()?;
     let mut conn = state.pool.acquire().await?;
     // One atomic statement: concurrent adjustments and reservations cannot interleave.
     let updated: Option<Product> = sqlx::query_as(concat!(
