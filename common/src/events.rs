@@ -24,6 +24,14 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every type this version knows.
+    pub const ALL: [EventType; 4] = [
+        EventType::OrderCreated,
+        EventType::StatusChangeRequested,
+        EventType::CancelRequested,
+        EventType::StatusChanged,
+    ];
+
     /// The types the worker consumes, each applied in `seq` order per order.
     pub const COMMANDS: [EventType; 3] = [
         EventType::OrderCreated,
@@ -64,10 +72,22 @@ impl Actor {
     }
 }
 
-/// The JSON body of every message.
+/// The envelope version this code writes and the newest it reads. Adding a field keeps the
+/// version (readers ignore fields they do not know); removing or changing the meaning of
+/// one bumps it (see docs/messages.md).
+pub const SCHEMA_VERSION: u32 = 1;
+
+fn first_schema_version() -> u32 {
+    1
+}
+
+/// The JSON body of every message. Unknown fields are ignored, so a newer writer can add
+/// fields during a rolling deploy without older readers refusing its messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Envelope {
+    /// The envelope's version; absent in messages written before it existed (version 1).
+    #[serde(default = "first_schema_version")]
+    pub schema_version: u32,
     /// Unique per event; also the AMQP `message_id`; consumers dedupe on it.
     pub event_id: Uuid,
     #[serde(rename = "type")]
@@ -93,6 +113,7 @@ impl Envelope {
         payload: impl Serialize,
     ) -> Self {
         Self {
+            schema_version: SCHEMA_VERSION,
             event_id: Uuid::now_v7(),
             event_type,
             order_id,
@@ -103,6 +124,44 @@ impl Envelope {
             payload: serde_json::to_value(payload).unwrap_or_default(),
         }
     }
+
+    /// Reads a message body, saying precisely why one cannot be read.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        match serde_json::from_slice::<Envelope>(body) {
+            Ok(envelope) if envelope.schema_version > SCHEMA_VERSION => {
+                Err(DecodeError::NewerVersion(envelope.schema_version))
+            }
+            Ok(envelope) => Ok(envelope),
+            Err(error) => {
+                // A well-formed envelope of a type this version does not know deserves its
+                // own reason: it is a deploy-order problem, not garbage.
+                #[derive(Deserialize)]
+                struct Probe {
+                    #[serde(rename = "type")]
+                    event_type: Option<String>,
+                }
+                let unknown = serde_json::from_slice::<Probe>(body)
+                    .ok()
+                    .and_then(|probe| probe.event_type)
+                    .filter(|name| !EventType::ALL.iter().any(|t| t.routing_key() == name));
+                Err(match unknown {
+                    Some(name) => DecodeError::UnknownType(name),
+                    None => DecodeError::Malformed(error.to_string()),
+                })
+            }
+        }
+    }
+}
+
+/// Why a message body is not an envelope this version can apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("envelope schema version {0} is newer than this reader understands ({SCHEMA_VERSION})")]
+    NewerVersion(u32),
 }
 
 /// Payload of `order.created`: a summary; the order itself is in the database.
@@ -116,7 +175,6 @@ pub struct OrderCreated {
 
 /// Payload of `order.status_change_requested`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatusChangeRequested {
     pub status: OrderStatus,
     pub note: Option<String>,
@@ -125,7 +183,6 @@ pub struct StatusChangeRequested {
 
 /// Payload of `order.cancel_requested`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CancelRequested {
     pub reason: Option<String>,
 }
@@ -137,4 +194,67 @@ pub struct StatusChanged {
     pub to: OrderStatus,
     pub reason: Option<String>,
     pub tracking_number: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        serde_json::to_value(Envelope::new(
+            EventType::CancelRequested,
+            Uuid::now_v7(),
+            2,
+            Actor::system(),
+            "req-1",
+            CancelRequested { reason: None },
+        ))
+        .expect("json")
+    }
+
+    fn decode(value: &serde_json::Value) -> Result<Envelope, DecodeError> {
+        Envelope::decode(value.to_string().as_bytes())
+    }
+
+    #[test]
+    fn unknown_fields_from_a_newer_writer_are_ignored() {
+        let mut value = sample();
+        value["added_later"] = serde_json::json!({ "anything": true });
+        value["payload"]["also_new"] = serde_json::json!(1);
+        let envelope = decode(&value).expect("tolerated");
+        assert_eq!(envelope.schema_version, SCHEMA_VERSION);
+        let payload: CancelRequested =
+            serde_json::from_value(envelope.payload).expect("payload tolerated");
+        assert_eq!(payload.reason, None);
+    }
+
+    #[test]
+    fn a_message_without_a_version_is_version_one() {
+        let mut value = sample();
+        value
+            .as_object_mut()
+            .expect("object")
+            .remove("schema_version");
+        assert_eq!(decode(&value).expect("read").schema_version, 1);
+    }
+
+    #[test]
+    fn unknown_types_newer_versions_and_garbage_each_say_why() {
+        let mut value = sample();
+        value["type"] = serde_json::json!("order.teleported");
+        assert_eq!(
+            decode(&value),
+            Err(DecodeError::UnknownType("order.teleported".into()))
+        );
+        let mut value = sample();
+        value["schema_version"] = serde_json::json!(SCHEMA_VERSION + 1);
+        assert_eq!(
+            decode(&value),
+            Err(DecodeError::NewerVersion(SCHEMA_VERSION + 1))
+        );
+        assert!(matches!(
+            Envelope::decode(b"not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
 }

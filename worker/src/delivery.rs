@@ -113,10 +113,10 @@ pub async fn process(context: Arc<Context>, delivery: Delivery) {
 
 async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result<()> {
     let retries = republish::retries(delivery);
-    let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
+    let envelope = match Envelope::decode(&delivery.data) {
         Ok(envelope) => envelope,
         Err(error) => {
-            let reason = format!("malformed message: {error}");
+            let reason = error.to_string();
             tracing::error!(%reason, "dead-lettering");
             republish::dead_letter(&context.publisher, &context.topology, delivery, &reason)
                 .await?;
