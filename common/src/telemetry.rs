@@ -1,4 +1,5 @@
-//! Logging: pretty or JSON lines on the console, plus a daily-rotated JSON file.
+//! Logging: pretty or JSON lines on the console, plus a daily-rotated JSON file of which
+//! the newest `LOG_MAX_FILES` are kept.
 
 use tracing_appender::{non_blocking::WorkerGuard, rolling};
 use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
@@ -27,7 +28,12 @@ pub fn init(settings: &LogSettings, app: &str) -> anyhow::Result<TelemetryGuard>
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create LOG_DIR {dir:?}: {e}"))?;
-            let appender = rolling::daily(dir, format!("{app}.log"));
+            let appender = rolling::Builder::new()
+                .rotation(rolling::Rotation::DAILY)
+                .filename_prefix(format!("{app}.log"))
+                .max_log_files(settings.max_files.max(1))
+                .build(dir)
+                .map_err(|e| anyhow::anyhow!("cannot open a log file in LOG_DIR {dir:?}: {e}"))?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             let layer = fmt::layer()
                 .json()

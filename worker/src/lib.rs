@@ -6,4 +6,5 @@ pub mod delivery;
 pub mod handlers;
 pub mod ops;
 pub mod republish;
+pub mod retention;
 pub mod watchdog;

@@ -1,13 +1,15 @@
 //! The watchdog: periodically re-enqueues orders whose accepted commands were never applied
-//! (e.g. a message dead-lettered or lost with a broker's disk), and prunes idempotency keys
-//! past their lifetime. Any number of workers may run it; an advisory lock lets one at a
-//! time do a round.
+//! (e.g. a message dead-lettered or lost with a broker's disk), prunes idempotency keys
+//! past their lifetime, and runs the retention sweep. Any number of workers may run it; an
+//! advisory lock lets one at a time do a round.
 
 use std::time::Duration;
 
 use common::config::WorkerSettings;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+use crate::retention;
 
 /// Publications of one command after which the watchdog leaves it alone: a command that
 /// keeps failing stays in the dead-letter queue for an operator instead of cycling.
@@ -40,8 +42,17 @@ pub async fn run(pool: PgPool, settings: WorkerSettings, shutdown: CancellationT
                 );
             }
             Ok(Some(round)) => tracing::debug!(pruned_keys = round.pruned_keys, "watchdog round"),
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "watchdog round failed; next round retries"),
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "watchdog round failed; next round retries");
+                continue;
+            }
+        }
+        // Only the elected watchdog sweeps, so workers do not race each other's deletes.
+        match retention::sweep(&pool, &settings.retention).await {
+            Ok(swept) if swept.total() > 0 => tracing::info!(?swept, "retention sweep"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention sweep failed; next round retries"),
         }
     }
 }

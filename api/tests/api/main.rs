@@ -12,6 +12,7 @@ mod notifications;
 mod orders;
 mod pipeline;
 mod products;
+mod retention;
 mod sessions;
 mod shutdown;
 mod users;

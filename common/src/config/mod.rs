@@ -2,6 +2,7 @@
 
 mod auth;
 mod http;
+mod retention;
 #[cfg(test)]
 mod tests;
 
@@ -9,6 +10,7 @@ use std::{env, fmt, time::Duration};
 
 pub use auth::AuthSettings;
 pub use http::HttpSettings;
+pub use retention::RetentionSettings;
 use thiserror::Error;
 
 /// The secret that ships in `.env.example`; refused in production.
@@ -89,6 +91,8 @@ pub struct LogSettings {
     pub dir: Option<String>,
     /// `tracing` filter directive, e.g. `info,sqlx=warn`.
     pub filter: String,
+    /// Daily log files kept per binary; older ones are deleted at rotation.
+    pub max_files: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +106,7 @@ pub struct WorkerSettings {
     pub stuck_after: Duration,
     /// Idempotency keys are kept at least this long.
     pub idempotency_ttl: Duration,
+    pub retention: RetentionSettings,
 }
 
 /// A setting that is missing its right form; the message names the variable and the fix.
@@ -187,6 +192,7 @@ impl Settings {
                 format: log_format,
                 dir: (!log_dir.is_empty()).then_some(log_dir),
                 filter: get("RUST_LOG", "info,sqlx=warn,lapin=warn"),
+                max_files: parse(&lookup, "LOG_MAX_FILES", 14, "a whole number")?,
             },
             worker: WorkerSettings {
                 prefetch: parse(
@@ -211,6 +217,7 @@ impl Settings {
                 idempotency_ttl: Duration::from_secs(
                     3600 * parse::<u64>(&lookup, "IDEMPOTENCY_KEY_TTL_HOURS", 24, "hours")?,
                 ),
+                retention: RetentionSettings::from_lookup(&lookup)?,
             },
         })
     }

@@ -1,0 +1,125 @@
+//! Retention: the sweep deletes only rows old enough to be useless, and nothing else.
+
+use common::config::Settings;
+use sqlx::PgPool;
+use uuid::Uuid;
+use worker::retention;
+
+use crate::helpers::{TestApp, test_settings};
+
+async fn count(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+async fn exec(pool: &PgPool, sql: &'static str, id: Uuid) {
+    sqlx::query(sql)
+        .bind(id)
+        .execute(pool)
+        .await
+        .expect("statement");
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "MUG", "5.00", 10).await;
+    let order: Uuid = app.order_id(&alice, "MUG", 1).await.parse().expect("id");
+    let db = &app.pool;
+
+    // Outbox: the order's command, published long ago but not yet applied, stays; an old
+    // published status change goes; a recent one stays.
+    exec(
+        db,
+        "UPDATE outbox SET published_at = now() - interval '8 days' WHERE order_id = $1",
+        order,
+    )
+    .await;
+    exec(db, "INSERT INTO outbox (event_id, order_id, seq, routing_key, payload, published_at)
+              VALUES (gen_random_uuid(), $1, 1, 'order.status_changed', '{}', now() - interval '8 days')", order).await;
+    exec(db, "INSERT INTO outbox (event_id, order_id, seq, routing_key, payload, published_at)
+              VALUES (gen_random_uuid(), $1, 1, 'order.status_changed', '{}', now() - interval '1 day')", order).await;
+    // Inbox: one old entry, one recent.
+    exec(
+        db,
+        "INSERT INTO processed_messages (event_id, order_id, processed_at)
+              VALUES (gen_random_uuid(), $1, now() - interval '15 days')",
+        order,
+    )
+    .await;
+    exec(
+        db,
+        "INSERT INTO processed_messages (event_id, order_id, processed_at)
+              VALUES (gen_random_uuid(), $1, now() - interval '1 day')",
+        order,
+    )
+    .await;
+    // Refresh tokens: alice's live one stays; one long expired goes.
+    exec(db, "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at)
+              VALUES (gen_random_uuid(), $1, gen_random_uuid(), sha256(random()::text::bytea), now() - interval '8 days')", alice.id).await;
+    // Notifications: read long ago goes; unread old and recently read stay.
+    exec(db, "INSERT INTO notifications (id, user_id, kind, message, read_at, created_at)
+              VALUES (gen_random_uuid(), $1, 'x', 'old read', now() - interval '91 days', now() - interval '100 days')", alice.id).await;
+    exec(
+        db,
+        "INSERT INTO notifications (id, user_id, kind, message, created_at)
+              VALUES (gen_random_uuid(), $1, 'x', 'old unread', now() - interval '100 days')",
+        alice.id,
+    )
+    .await;
+    exec(
+        db,
+        "INSERT INTO notifications (id, user_id, kind, message, read_at)
+              VALUES (gen_random_uuid(), $1, 'x', 'read today', now())",
+        alice.id,
+    )
+    .await;
+
+    let settings: Settings = test_settings(&[]);
+    let swept = retention::sweep(db, &settings.worker.retention)
+        .await
+        .expect("sweep");
+    assert_eq!(
+        swept,
+        retention::Swept {
+            outbox: 1,
+            inbox: 1,
+            refresh_tokens: 1,
+            read_notifications: 1
+        }
+    );
+    assert_eq!(
+        count(
+            db,
+            "SELECT count(*) FROM outbox WHERE routing_key = 'order.created'"
+        )
+        .await,
+        1,
+        "an unapplied command is kept"
+    );
+    assert_eq!(
+        count(db, "SELECT count(*) FROM processed_messages").await,
+        1
+    );
+    assert_eq!(count(db, "SELECT count(*) FROM notifications").await, 2);
+    assert!(
+        count(db, "SELECT count(*) FROM refresh_tokens").await >= 1,
+        "live sessions are kept"
+    );
+
+    // Once the command is applied, its old outbox row may go too.
+    exec(
+        db,
+        "UPDATE orders SET applied_seq = last_seq WHERE id = $1",
+        order,
+    )
+    .await;
+    let swept = retention::sweep(db, &settings.worker.retention)
+        .await
+        .expect("sweep");
+    assert_eq!(swept.outbox, 1);
+    assert_eq!(swept.total(), 1, "a second sweep finds nothing else");
+}
