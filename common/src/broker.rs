@@ -95,6 +95,11 @@ impl Topology {
             "x-delivery-limit".into(),
             AMQPValue::LongInt(i32::try_from(delivery_limit).unwrap_or(i32::MAX)),
         );
+        // Dead-lettering by the broker (delivery limit reached) is at-most-once by default:
+        // a message could be dropped on its way to the dead-letter queue. At-least-once
+        // needs the reject-publish overflow mode.
+        work.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+        work.insert("x-overflow".into(), string("reject-publish"));
         declare_queue(channel, &self.queue, work).await?;
         for event in EventType::COMMANDS {
             bind(channel, &self.queue, &self.exchange, event.routing_key()).await?;
@@ -140,7 +145,12 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> anyho
             args,
         )
         .await
-        .with_context(|| format!("declaring queue {name}"))?;
+        .with_context(|| {
+            format!(
+                "declaring queue {name} (if it exists with other arguments from an older \
+                 version, drain it and delete it: see \"Upgrading the topology\" in docs/messages.md)"
+            )
+        })?;
     Ok(())
 }
 
