@@ -15,7 +15,8 @@ base=http://127.0.0.1:$PORT
 api_pid=""
 cleanup() {
   [ -n "$api_pid" ] && kill -TERM "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
-  for q in "$AMQP_QUEUE" "$AMQP_QUEUE.retry" "$AMQP_QUEUE.dead"; do rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; done
+  rabbitmqctl -q list_queues name 2>/dev/null | grep "^$AMQP_QUEUE" \
+    | while read -r queue; do rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
 

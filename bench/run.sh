@@ -27,7 +27,7 @@ cleanup() {
   delete_bench_queues 2>/dev/null || true
 }
 delete_bench_queues() {
-  rabbitmqctl -q delete_queue "$AMQP_QUEUE"; rabbitmqctl -q delete_queue "$AMQP_QUEUE.retry"; rabbitmqctl -q delete_queue "$AMQP_QUEUE.dead"
+  rabbitmqctl -q list_queues name | grep "^$AMQP_QUEUE" | while read -r queue; do rabbitmqctl -q delete_queue "$queue"; done
 }
 trap cleanup EXIT
 

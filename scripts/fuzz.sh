@@ -35,9 +35,8 @@ cleanup() {
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   psql "$server_url/postgres" -qc "DROP DATABASE IF EXISTS \"$run\" WITH (FORCE)" || true
-  rabbitmqctl -q delete_queue "$run.orders" >/dev/null 2>&1 || true
-  rabbitmqctl -q delete_queue "$run.orders.retry" >/dev/null 2>&1 || true
-  rabbitmqctl -q delete_queue "$run.orders.dead" >/dev/null 2>&1 || true
+  rabbitmqctl -q list_queues name 2>/dev/null | grep "^$run\.orders" \
+    | while read -r queue; do rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
 ./target/release/api migrate >/dev/null

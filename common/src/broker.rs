@@ -3,7 +3,7 @@
 //! ```text
 //! api relay ──▶ <exchange> (topic) ──order.created / *_requested──▶ <queue> (quorum) ──▶ workers
 //!                    ▲                                                    │ delivery limit
-//!   <exchange>.retry ─▶ <queue>.retry (TTL, dead-letters back) ◀──────────┤ early / transient
+//!   <exchange>.retry.<N>ms ─▶ <queue>.retry.<N>ms (TTL N, back) ◀─────────┤ early / transient
 //!                                                                         ▼
 //!                                 <exchange>.dead ─▶ <queue>.dead (operators re-drive)
 //! ```
@@ -26,13 +26,29 @@ pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a lost session before reconnecting, so a flapping broker is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
+/// The waits a retried message can take, one queue each. Every message in a queue has the
+/// same TTL, so they expire in arrival order and a short wait never sits behind a long one
+/// (RabbitMQ expires messages only at a queue's head).
+pub const RETRY_TIERS_MS: [u64; 10] = [
+    50, 100, 200, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000,
+];
+
+/// One delay: a fanout exchange into a queue whose messages return to the main exchange,
+/// with their routing key, after `delay`.
+#[derive(Debug, Clone)]
+pub struct RetryTier {
+    pub delay: Duration,
+    pub exchange: String,
+    pub queue: String,
+}
+
 /// Names of every exchange and queue, derived from the settings.
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub exchange: String,
     pub queue: String,
-    pub retry_exchange: String,
-    pub retry_queue: String,
+    /// Shortest delay first.
+    pub retry_tiers: Vec<RetryTier>,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
 }
@@ -42,11 +58,40 @@ impl Topology {
         Self {
             exchange: settings.exchange.clone(),
             queue: settings.queue.clone(),
-            retry_exchange: format!("{}.retry", settings.exchange),
-            retry_queue: format!("{}.retry", settings.queue),
+            retry_tiers: RETRY_TIERS_MS
+                .iter()
+                .map(|ms| RetryTier {
+                    delay: Duration::from_millis(*ms),
+                    exchange: format!("{}.retry.{ms}ms", settings.exchange),
+                    queue: format!("{}.retry.{ms}ms", settings.queue),
+                })
+                .collect(),
             dead_letter_exchange: format!("{}.dead", settings.exchange),
             dead_letter_queue: format!("{}.dead", settings.queue),
         }
+    }
+
+    /// The tier for a wait of `delay`: the shortest at least as long, else the longest.
+    pub fn retry_tier(&self, delay: Duration) -> &RetryTier {
+        self.retry_tiers
+            .iter()
+            .find(|tier| tier.delay >= delay)
+            .or(self.retry_tiers.last())
+            .expect("there is at least one retry tier")
+    }
+
+    /// Every queue name, for tools that clean up.
+    pub fn queues(&self) -> Vec<&str> {
+        let mut names = vec![self.queue.as_str(), self.dead_letter_queue.as_str()];
+        names.extend(self.retry_tiers.iter().map(|tier| tier.queue.as_str()));
+        names
+    }
+
+    /// Every exchange name, for tools that clean up.
+    pub fn exchanges(&self) -> Vec<&str> {
+        let mut names = vec![self.exchange.as_str(), self.dead_letter_exchange.as_str()];
+        names.extend(self.retry_tiers.iter().map(|tier| tier.exchange.as_str()));
+        names
     }
 
     /// Opens a channel on `connection` with the whole topology declared on it.
@@ -66,11 +111,17 @@ impl Topology {
     /// Declares everything (idempotent). `delivery_limit` bounds redeliveries of a message
     /// that crashes its consumer before the broker dead-letters it.
     pub async fn declare(&self, channel: &Channel, delivery_limit: u32) -> anyhow::Result<()> {
+        let tiers = self
+            .retry_tiers
+            .iter()
+            .map(|tier| (&tier.exchange, ExchangeKind::Fanout));
         for (name, kind) in [
             (&self.exchange, ExchangeKind::Topic),
-            (&self.retry_exchange, ExchangeKind::Topic),
             (&self.dead_letter_exchange, ExchangeKind::Topic),
-        ] {
+        ]
+        .into_iter()
+        .chain(tiers)
+        {
             channel
                 .exchange_declare(
                     name.as_str().into(),
@@ -105,12 +156,18 @@ impl Topology {
             bind(channel, &self.queue, &self.exchange, event.routing_key()).await?;
         }
 
-        // Messages wait here for their per-message TTL, then dead-letter back to the main
-        // exchange with their routing key. A classic queue: it honours per-message expiry.
-        let mut retry = FieldTable::default();
-        retry.insert("x-dead-letter-exchange".into(), string(&self.exchange));
-        declare_queue(channel, &self.retry_queue, retry).await?;
-        bind(channel, &self.retry_queue, &self.retry_exchange, "#").await?;
+        // Messages wait out their tier's TTL, then dead-letter back to the main exchange with
+        // their routing key.
+        for tier in &self.retry_tiers {
+            let mut retry = FieldTable::default();
+            retry.insert("x-dead-letter-exchange".into(), string(&self.exchange));
+            retry.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongInt(i32::try_from(tier.delay.as_millis()).unwrap_or(i32::MAX)),
+            );
+            declare_queue(channel, &tier.queue, retry).await?;
+            bind(channel, &tier.queue, &tier.exchange, "").await?;
+        }
 
         declare_queue(channel, &self.dead_letter_queue, quorum_arguments()).await?;
         bind(

@@ -39,7 +39,8 @@ fn headers_of(delivery: &Delivery) -> FieldTable {
     delivery.properties.headers().clone().unwrap_or_default()
 }
 
-/// Sends a copy through the delay queue; it comes back to the work queue after `delay`.
+/// Sends a copy through the delay queue of `delay`'s tier (rounded up); it comes back to the
+/// work queue after that wait.
 pub async fn retry_later(
     channel: &Channel,
     topology: &Topology,
@@ -51,12 +52,9 @@ pub async fn retry_later(
         RETRIES_HEADER.into(),
         AMQPValue::LongUInt(retries(delivery) + 1),
     );
-    let properties = delivery
-        .properties
-        .clone()
-        .with_headers(headers)
-        .with_expiration(delay.as_millis().to_string().into());
-    publish(channel, &topology.retry_exchange, delivery, properties).await
+    let properties = delivery.properties.clone().with_headers(headers);
+    let tier = topology.retry_tier(delay);
+    publish(channel, &tier.exchange, delivery, properties).await
 }
 
 /// Sends a copy to the dead-letter queue with `reason`.

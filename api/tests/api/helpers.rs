@@ -394,22 +394,12 @@ impl Drop for TestApp {
                 let Ok(channel) = connection.create_channel().await else {
                     return;
                 };
-                for queue in [
-                    &topology.queue,
-                    &topology.retry_queue,
-                    &topology.dead_letter_queue,
-                ] {
-                    let _ = channel
-                        .queue_delete(queue.as_str().into(), Default::default())
-                        .await;
+                for queue in topology.queues() {
+                    let _ = channel.queue_delete(queue.into(), Default::default()).await;
                 }
-                for exchange in [
-                    &topology.exchange,
-                    &topology.retry_exchange,
-                    &topology.dead_letter_exchange,
-                ] {
+                for exchange in topology.exchanges() {
                     let _ = channel
-                        .exchange_delete(exchange.as_str().into(), Default::default())
+                        .exchange_delete(exchange.into(), Default::default())
                         .await;
                 }
                 let _ = connection.close(200, "test done".into()).await;

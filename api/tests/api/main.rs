@@ -13,6 +13,7 @@ mod orders;
 mod pipeline;
 mod products;
 mod retention;
+mod retry_tiers;
 mod sessions;
 mod shutdown;
 mod users;
