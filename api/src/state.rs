@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context;
 use common::config::Settings;
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
@@ -55,18 +56,19 @@ pub struct Guards {
 }
 
 impl Guards {
-    fn new(settings: &Settings) -> Self {
+    fn new(settings: &Settings) -> anyhow::Result<Self> {
         let auth = &settings.auth;
-        Self {
+        Ok(Self {
             in_flight: Arc::new(Semaphore::new(settings.http.max_in_flight)),
-            passwords: PasswordWork::new(auth.password_hash_concurrency, auth.password_hash_queue),
+            passwords: PasswordWork::new(auth.password_hash_concurrency, auth.password_hash_queue)
+                .context("starting the password hashing threads")?,
             accounts: AccountLimit::new(auth.login_max_failures, auth.login_lockout),
             login_per_ip: IpRateLimit::new(auth.login_per_ip_per_minute, Duration::from_secs(60)),
             register_per_ip: IpRateLimit::new(
                 auth.register_per_ip_per_hour,
                 Duration::from_secs(3600),
             ),
-        }
+        })
     }
 }
 
@@ -76,7 +78,7 @@ impl AppState {
         Ok(Self {
             pool,
             jwt: Arc::new(JwtKeys::new(&settings.auth)),
-            guards: Arc::new(Guards::new(&settings)),
+            guards: Arc::new(Guards::new(&settings)?),
             settings: Arc::new(settings),
             dummy_password_hash: dummy.into(),
             broker: BrokerStatus::default(),

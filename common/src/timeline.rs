@@ -18,6 +18,20 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    pub const ALL: [EntryKind; 6] = [
+        EntryKind::Created,
+        EntryKind::StatusChangeRequested,
+        EntryKind::CancelRequested,
+        EntryKind::StatusChanged,
+        EntryKind::Rejected,
+        EntryKind::Notified,
+    ];
+
+    /// The kind a stored `order_events.kind` names.
+    pub fn parse(text: &str) -> Option<EntryKind> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EntryKind::Created => "created",
@@ -59,4 +73,17 @@ pub async fn record(conn: &mut PgConnection, entry: Entry<'_>) -> sqlx::Result<(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EntryKind;
+
+    #[test]
+    fn every_kind_reads_back_from_its_stored_name() {
+        for kind in EntryKind::ALL {
+            assert_eq!(EntryKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EntryKind::parse("teleported"), None);
+    }
 }

@@ -48,7 +48,8 @@ pub async fn run(pool: PgPool, settings: WorkerSettings, shutdown: CancellationT
                 continue;
             }
         }
-        // Only the elected watchdog sweeps, so workers do not race each other's deletes.
+        // A round that lost the election skips the sweep too, so workers seldom sweep at
+        // once; when they do, they only delete the same old rows.
         match retention::sweep(&pool, &settings.retention).await {
             Ok(swept) if swept.total() > 0 => tracing::info!(?swept, "retention sweep"),
             Ok(_) => {}

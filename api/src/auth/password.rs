@@ -52,12 +52,14 @@ type Job = Box<dyn FnOnce() + Send>;
 const BUSY: &str = "Too many sign-ins are being processed; retry in a moment.";
 
 impl PasswordWork {
-    pub fn new(concurrency: usize, queue: usize) -> Self {
+    /// Starts the threads; failing to start one fails start-up rather than leaving a pool
+    /// that queues hashes nobody runs.
+    pub fn new(concurrency: usize, queue: usize) -> std::io::Result<Self> {
         let (jobs, inbox) = mpsc::sync_channel::<Job>(queue);
         let inbox = Arc::new(Mutex::new(inbox));
         for n in 0..concurrency.max(1) {
             let inbox = inbox.clone();
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("password-{n}"))
                 .spawn(move || {
                     // Ends when the last sender (the app state) is dropped.
@@ -65,12 +67,9 @@ impl PasswordWork {
                         // A panicking hash fails its caller (the sender drops), not the pool.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
-                });
-            if let Err(error) = spawned {
-                tracing::error!(error = %error, "could not start a password hashing thread");
-            }
+                })?;
         }
-        Self { jobs }
+        Ok(Self { jobs })
     }
 
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
@@ -115,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_only() {
-        let work = PasswordWork::new(1, 1);
+        let work = PasswordWork::new(1, 1).expect("pool");
         let hash = work.hash("correct horse".into()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$"));
         assert!(
@@ -133,7 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_beyond_the_slots_and_the_queue_are_refused_at_once() {
-        let work = Arc::new(PasswordWork::new(1, 1));
+        let work = Arc::new(PasswordWork::new(1, 1).expect("pool"));
         let attempts: Vec<_> = (0..6)
             .map(|_| {
                 let work = work.clone();

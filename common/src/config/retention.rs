@@ -8,8 +8,9 @@ use super::{ConfigError, parse};
 pub struct RetentionSettings {
     /// Published outbox rows (whose command is applied) older than this are deleted.
     pub outbox: Duration,
-    /// Inbox rows (`processed_messages`) older than this are deleted; a duplicate arriving
-    /// later would be applied again, so keep it well beyond any redelivery.
+    /// Inbox rows (`processed_messages`) older than this are deleted. A duplicate arriving
+    /// later is still refused by the order's applied sequence number; the inbox is what
+    /// answers it cheaply, so keep rows well beyond any redelivery.
     pub inbox: Duration,
     /// Refresh tokens this long past their expiry are deleted.
     pub refresh_tokens: Duration,

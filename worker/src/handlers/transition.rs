@@ -6,6 +6,7 @@
 use common::{
     domain::{OrderStatus, customer_text, status::Initiator},
     events::{Actor, Envelope, EventType, StatusChanged},
+    timeline::EntryKind,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -109,12 +110,12 @@ async fn apply(
         "), at AS (SELECT clock_timestamp() AS t),
          changed AS (
              INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq, created_at)
-             SELECT $5, $1, 'status_changed', $6, $3, $7, $8, $9, $2, t FROM at
+             SELECT $5, $1, $18, $6, $3, $7, $8, $9, $2, t FROM at
          ), notified AS (
              INSERT INTO notifications (id, user_id, order_id, kind, message) VALUES ($10, $11, $1, $12, $13)
          ), logged AS (
              INSERT INTO order_events (id, order_id, kind, to_status, actor_role, reason, seq, created_at)
-             SELECT $14, $1, 'notified', $3, 'system', 'customer notified', $2, t FROM at
+             SELECT $14, $1, $19, $3, 'system', 'customer notified', $2, t FROM at
          )
          INSERT INTO outbox (event_id, order_id, seq, routing_key, payload) VALUES ($15, $1, $2, $16, $17)"
     ))
@@ -135,6 +136,8 @@ async fn apply(
     .bind(event.event_id)
     .bind(EventType::StatusChanged.routing_key())
     .bind(payload)
+    .bind(EntryKind::StatusChanged.as_str())
+    .bind(EntryKind::Notified.as_str())
     .execute(conn)
     .await?;
     Ok(())
@@ -176,7 +179,7 @@ async fn reject(
         mark_applied!(),
         ")
          INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq)
-         VALUES ($5, $1, 'rejected', $3, $6, $7, $8, $9, $2)"
+         VALUES ($5, $1, $10, $3, $6, $7, $8, $9, $2)"
     ))
     .bind(order.id)
     .bind(seq)
@@ -187,6 +190,7 @@ async fn reject(
     .bind(actor.user_id)
     .bind(&actor.role)
     .bind(reason)
+    .bind(EntryKind::Rejected.as_str())
     .execute(conn)
     .await?;
     Ok(())

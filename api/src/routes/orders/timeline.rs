@@ -5,7 +5,10 @@
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
-use common::domain::{OrderStatus, customer_text};
+use common::{
+    domain::{OrderStatus, customer_text},
+    timeline::EntryKind,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -59,27 +62,30 @@ pub struct TimelineEntry {
 
 impl StoredEntry {
     fn message(&self) -> String {
-        let to = self.to_status;
-        match (self.kind.as_str(), to) {
-            ("created", _) => "Order placed.".to_owned(),
-            ("status_changed", Some(to)) => {
+        match (EntryKind::parse(&self.kind), self.to_status) {
+            (Some(EntryKind::Created), _) => "Order placed.".to_owned(),
+            (Some(EntryKind::StatusChanged), Some(to)) => {
                 customer_text::status_sentence(to, self.reason.as_deref(), &self.actor_role)
                     .to_owned()
             }
-            ("cancel_requested", _) => "Cancellation requested.".to_owned(),
-            ("status_change_requested", Some(to)) => format!("Change to {to} requested."),
-            ("rejected", Some(to)) => format!("The change to {to} could not be made."),
-            ("notified", _) => "Customer notified.".to_owned(),
-            (kind, _) => kind.replace('_', " "),
+            (Some(EntryKind::CancelRequested), _) => "Cancellation requested.".to_owned(),
+            (Some(EntryKind::StatusChangeRequested), Some(to)) => {
+                format!("Change to {to} requested.")
+            }
+            (Some(EntryKind::Rejected), Some(to)) => {
+                format!("The change to {to} could not be made.")
+            }
+            (Some(EntryKind::Notified), _) => "Customer notified.".to_owned(),
+            _ => self.kind.replace('_', " "),
         }
     }
 
     /// Whether a customer sees this entry: what changed their order, and their own requests.
     fn shown_to_customers(&self) -> bool {
-        match self.kind.as_str() {
-            "created" | "status_changed" | "notified" => true,
-            _ => self.actor_role == "customer",
-        }
+        matches!(
+            EntryKind::parse(&self.kind),
+            Some(EntryKind::Created | EntryKind::StatusChanged | EntryKind::Notified)
+        ) || self.actor_role == "customer"
     }
 
     fn staff_view(self) -> TimelineEntry {

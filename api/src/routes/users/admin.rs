@@ -203,10 +203,9 @@ pub async fn update_user(
     .bind(body.full_name.as_deref().map(str::trim))
     .bind(body.email.as_deref().map(str::trim))
     .bind(body.username.as_deref().map(str::trim))
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await
-    .map_err(accounts::map_unique)?
-    .ok_or(ApiError::NotFound("No such user."))?;
+    .map_err(accounts::map_unique)?;
     if user.role != before.role || (before.is_active && !user.is_active) {
         // Tokens carry the role they were issued for: a new role or a deactivation ends them.
         accounts::end_all_sessions(&mut tx, id).await?;
