@@ -191,7 +191,10 @@ impl IntoResponse for ApiError {
         }
         let unauthorized = matches!(self, ApiError::Unauthorized(_));
         let retry_after = match &self {
-            ApiError::TooManyRequests { retry_after_secs } => Some(retry_after_secs.to_string()),
+            ApiError::TooManyRequests { retry_after_secs } => {
+                metrics::counter!("orderflow_http_rate_limited_total").increment(1);
+                Some(retry_after_secs.to_string())
+            }
             ApiError::Unavailable(_) => Some("1".to_owned()),
             _ => None,
         };

@@ -11,7 +11,6 @@ pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
 pub mod pagination;
-pub mod relay;
 pub mod routes;
 pub mod state;
 pub mod validation;
@@ -46,12 +45,21 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.settings.http.body_limit_bytes;
     let cors = cors_layer(&state.settings);
     let shed_load = axum::middleware::from_fn_with_state(state.clone(), middleware::shed_load);
+    // Without a listener of its own, `/metrics` is served here (undocumented: it is for
+    // Prometheus, not API clients).
+    let metrics = if state.settings.metrics.api_addr.is_none() {
+        common::metrics::router()
+    } else {
+        Router::new()
+    };
     let inner = routes
         .route("/", axum::routing::get(root))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("No such route.") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state);
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
+        .with_state(state)
+        .merge(metrics);
     // Layers of an outer router run before routing, so the path is trimmed before it is
     // matched. The last layer added runs first: every answer, a shed one included, gets a
     // request id and the security headers.

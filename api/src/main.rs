@@ -3,11 +3,10 @@
 use anyhow::Context;
 use api::{
     cli::{Cli, Command},
-    relay::Relay,
     state::AppState,
 };
 use clap::Parser;
-use common::{config::Settings, db, shutdown, telemetry};
+use common::{config::Settings, db, metrics, outbox, relay::Relay, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc returns freed memory to the system within milliseconds. With glibc's allocator
@@ -55,15 +54,25 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| {
             format!("cannot listen on {address}: is another process using the port? set HOST/PORT")
         })?;
+    let metrics_listener = match &settings.metrics.api_addr {
+        Some(address) => Some(metrics::listen(address).await?),
+        None => None,
+    };
+    metrics::handle();
     let state = AppState::new(pool, settings).await?;
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(metrics::serve(listener, shutdown.clone()));
+    }
+    tokio::spawn(outbox::export_backlog(state.pool.clone(), shutdown.clone()));
 
     let relay = Relay {
         pool: state.pool.clone(),
         settings: state.settings.clone(),
         status: state.broker.clone(),
         wake: state.outbox_wake.clone(),
+        name: "api outbox relay",
     };
     // The relay stops only after the server has drained, so it can publish what the last
     // requests wrote.

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use axum::{
-    extract::{FromRequestParts, Request, State},
-    http::{HeaderValue, Uri, header, request::Parts},
+    extract::{FromRequestParts, MatchedPath, Request, State},
+    http::{HeaderValue, Method, Uri, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -107,6 +107,7 @@ pub async fn shed_load(State(state): State<AppState>, request: Request, next: Ne
     }
     let Ok(_permit) = state.guards.in_flight.clone().try_acquire_owned() else {
         tracing::warn!("in-flight request limit reached; shedding");
+        metrics::counter!("orderflow_http_shed_total", "cause" => "in_flight").increment(1);
         return ApiError::Unavailable("The server is at capacity; retry shortly.").into_response();
     };
     let timeout = state.settings.http.request_timeout;
@@ -114,9 +115,47 @@ pub async fn shed_load(State(state): State<AppState>, request: Request, next: Ne
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(timeout_secs = timeout.as_secs_f64(), "request timed out");
+            metrics::counter!("orderflow_http_shed_total", "cause" => "timeout").increment(1);
             ApiError::Unavailable("The request took too long; retry shortly.").into_response()
         }
     }
+}
+
+/// Records each routed request's duration by method, matched route (the template, so
+/// ids do not multiply the series) and status class.
+pub async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        // Any other method is a client's invention: one series for all of them.
+        _ => "other",
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let response = next.run(request).await;
+    let class = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "1xx",
+    };
+    metrics::histogram!(
+        "orderflow_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => class
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// `X-Content-Type-Options: nosniff` everywhere; `Cache-Control: no-store` on everything

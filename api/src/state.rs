@@ -1,35 +1,15 @@
 //! Shared application state handed to every handler.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use common::config::Settings;
+use common::{config::Settings, relay::BrokerStatus};
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::auth::{
     ip_limit::IpRateLimit, jwt::JwtKeys, password::PasswordWork, throttle::AccountLimit,
 };
-
-/// Whether the outbox relay currently holds a working broker channel.
-#[derive(Debug, Clone, Default)]
-pub struct BrokerStatus(Arc<AtomicBool>);
-
-impl BrokerStatus {
-    pub fn set_connected(&self, connected: bool) {
-        self.0.store(connected, Ordering::Relaxed);
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 #[derive(Clone)]
 pub struct AppState {

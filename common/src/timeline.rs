@@ -15,16 +15,19 @@ pub enum EntryKind {
     StatusChanged,
     Rejected,
     Notified,
+    /// An operator skipped a command that could not be applied (staff only).
+    Skipped,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 6] = [
+    pub const ALL: [EntryKind; 7] = [
         EntryKind::Created,
         EntryKind::StatusChangeRequested,
         EntryKind::CancelRequested,
         EntryKind::StatusChanged,
         EntryKind::Rejected,
         EntryKind::Notified,
+        EntryKind::Skipped,
     ];
 
     /// The kind a stored `order_events.kind` names.
@@ -40,6 +43,7 @@ impl EntryKind {
             EntryKind::StatusChanged => "status_changed",
             EntryKind::Rejected => "rejected",
             EntryKind::Notified => "notified",
+            EntryKind::Skipped => "skipped",
         }
     }
 }

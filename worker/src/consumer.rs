@@ -1,6 +1,7 @@
 //! The AMQP side of the worker: a supervisor that (re)connects with back-off, consumes with
 //! manual acknowledgements and a bounded prefetch, and on shutdown stops consuming, lets
-//! in-flight messages finish and closes the connection.
+//! in-flight messages finish and closes the connection. Beside it runs the worker's own
+//! outbox relay, which publishes the `order.status_changed` events the handlers write.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use anyhow::Context;
 use common::{
     broker::{self, BROKER_CALL_TIMEOUT, Topology},
     config::Settings,
+    relay::{BrokerStatus, Relay},
 };
 use futures_util::StreamExt;
 use lapin::{
@@ -16,7 +18,7 @@ use lapin::{
     types::FieldTable,
 };
 use sqlx::PgPool;
-use tokio::task::JoinSet;
+use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{self, Context as DeliveryContext};
@@ -28,17 +30,32 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Consumes until `shutdown`, reconnecting whenever the broker connection is lost.
+    /// Consumes until `shutdown`, reconnecting whenever the broker connection is lost. The
+    /// relay stops after the consumer, so it publishes what the last messages wrote.
     pub async fn run(self, shutdown: CancellationToken) {
+        let relay_wake = Arc::new(Notify::new());
+        let relay_stop = CancellationToken::new();
+        let relay = Relay {
+            pool: self.pool.clone(),
+            settings: self.settings.clone(),
+            status: BrokerStatus::default(),
+            wake: relay_wake.clone(),
+            name: "worker outbox relay",
+        };
+        let relay = tokio::spawn(relay.run(relay_stop.clone()));
         let topology = Topology::new(&self.settings.broker);
-        let (worker, topology, stop) = (&self, &topology, &shutdown);
+        let (worker, topology, stop, wake) = (&self, &topology, &shutdown, &relay_wake);
         broker::supervise(
             &self.settings.broker,
             "worker",
             &shutdown,
-            |connection| async move { worker.session(&connection, topology, stop).await },
+            |connection| async move { worker.session(&connection, topology, stop, wake).await },
         )
         .await;
+        relay_stop.cancel();
+        if relay.await.is_err() {
+            tracing::error!("the worker's outbox relay panicked");
+        }
     }
 
     async fn session(
@@ -46,6 +63,7 @@ impl Worker {
         connection: &Connection,
         topology: &Topology,
         shutdown: &CancellationToken,
+        relay_wake: &Arc<Notify>,
     ) -> anyhow::Result<()> {
         let channel = topology
             .open_channel(connection, self.settings.worker.max_attempts)
@@ -54,8 +72,13 @@ impl Worker {
             .basic_qos(self.settings.worker.prefetch, BasicQosOptions::default())
             .await
             .context("setting the prefetch")?;
-        // Retries and dead letters are published on their own channel, with confirms.
-        let publisher = connection
+        // Retries and dead letters go out on a connection of their own, with confirms: a
+        // broker memory or disk alarm blocks publishing connections, and must not stall
+        // the consuming one (acks included) with it.
+        let publishing = broker::connect(&self.settings.broker, "orderflow-worker-publisher")
+            .await
+            .context("opening the publishing connection")?;
+        let publisher = publishing
             .create_channel()
             .await
             .context("opening the publishing channel")?;
@@ -79,11 +102,16 @@ impl Worker {
             publisher,
             topology: topology.clone(),
             max_attempts: self.settings.worker.max_attempts,
+            relay_wake: relay_wake.clone(),
+            session_failed: CancellationToken::new(),
         });
         let mut in_flight = JoinSet::new();
         let ended = loop {
             tokio::select! {
                 () = shutdown.cancelled() => break Ok(()),
+                () = context.session_failed.cancelled() => {
+                    break Err(anyhow::anyhow!("a retry or dead letter could not be published"));
+                }
                 next = consumer.next() => match next {
                     Some(Ok(message)) => {
                         in_flight.spawn(delivery::process(context.clone(), message));
@@ -118,6 +146,11 @@ impl Worker {
             )
             .await;
         }
+        let _ = tokio::time::timeout(
+            BROKER_CALL_TIMEOUT,
+            publishing.close(200, "worker session over".into()),
+        )
+        .await;
         ended
     }
 }

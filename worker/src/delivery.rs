@@ -2,10 +2,14 @@
 //! dead-letter it with the reason. The acknowledgement always comes after the outcome is
 //! durable (the commit, or the confirmed republish).
 
-use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use backon::{ExponentialBuilder, Retryable};
-use common::{broker::Topology, events::Envelope};
+use common::{broker::Topology, events::Envelope, stall};
 use futures_util::FutureExt;
 use lapin::{
     Channel,
@@ -13,6 +17,8 @@ use lapin::{
     options::{BasicAckOptions, BasicNackOptions},
 };
 use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
@@ -26,9 +32,16 @@ pub const EARLY_RETRY_LIMIT: u32 = 40;
 /// Shared by every delivery of a session.
 pub struct Context {
     pub pool: PgPool,
+    /// A channel on the worker's publishing connection, in confirm mode.
     pub publisher: Channel,
     pub topology: Topology,
     pub max_attempts: u32,
+    /// Wakes this process's outbox relay after a command wrote an event.
+    pub relay_wake: Arc<Notify>,
+    /// Cancelled when a delivery's retry or dead letter could not be published: the session
+    /// ends and reconnects after a pause, and the unacked delivery goes back to the queue
+    /// with it, instead of being requeued at once into the same failure.
+    pub session_failed: CancellationToken,
 }
 
 /// What to do with a delivery once its outcome is known.
@@ -42,7 +55,7 @@ pub enum Decision {
 /// Pure decision from an outcome and the number of earlier retries of this message.
 pub fn decide(outcome: &Result<Outcome, HandleError>, retries: u32, max_attempts: u32) -> Decision {
     match outcome {
-        Ok(Outcome::Applied | Outcome::Duplicate) => Decision::Ack,
+        Ok(Outcome::Applied | Outcome::Refused | Outcome::Duplicate) => Decision::Ack,
         Ok(Outcome::Early { next_expected }) if retries + 1 >= EARLY_RETRY_LIMIT => {
             Decision::DeadLetter {
                 reason: format!(
@@ -71,7 +84,9 @@ fn backoff(retries: u32, base_ms: u64, cap_ms: u64) -> Duration {
 }
 
 /// Handles one delivery to the end. A panic in a handler nacks the message back to the
-/// queue; the queue's delivery limit dead-letters it if it keeps failing.
+/// queue; the queue's delivery limit dead-letters it if it keeps failing. A delivery whose
+/// outcome could not be made durable (retry or dead letter unpublished, ack lost) ends the
+/// session.
 pub async fn process(context: Arc<Context>, delivery: Delivery) {
     let span = tracing::info_span!(
         "message",
@@ -87,16 +102,11 @@ pub async fn process(context: Arc<Context>, delivery: Delivery) {
             span.in_scope(|| {
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    "message returned to the queue"
+                    "could not settle the message; reconnecting, the broker redelivers it"
                 )
             });
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            metrics::counter!("orderflow_worker_settle_failures_total").increment(1);
+            context.session_failed.cancel();
         }
         Err(_) => {
             span.in_scope(|| tracing::error!("handler panicked; message returned to the queue"));
@@ -112,7 +122,11 @@ pub async fn process(context: Arc<Context>, delivery: Delivery) {
 }
 
 async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result<()> {
+    let started = Instant::now();
     let retries = republish::retries(delivery);
+    if delivery.redelivered {
+        metrics::counter!("orderflow_worker_redeliveries_total").increment(1);
+    }
     let envelope = match Envelope::decode(&delivery.data) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -121,9 +135,13 @@ async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result
             republish::dead_letter(&context.publisher, &context.topology, delivery, &reason)
                 .await?;
             delivery.acker.ack(BasicAckOptions::default()).await?;
+            count_message("undecodable", "dead_lettered");
             return Ok(());
         }
     };
+    let kind = envelope.event_type.routing_key();
+    let lag = (chrono::Utc::now() - envelope.occurred_at).as_seconds_f64();
+    metrics::histogram!("orderflow_worker_queue_lag_seconds", "type" => kind).record(lag.max(0.0));
     let span = tracing::Span::current();
     span.record("order_id", tracing::field::display(envelope.order_id));
     span.record("request_id", envelope.correlation_id.as_str());
@@ -154,17 +172,56 @@ async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result
         (_, Decision::DeadLetter { reason }) => tracing::error!(%reason, "dead-lettering"),
         (Err(_), Decision::Ack) => {}
     }
-    match decision {
+    let outcome_label = label(&outcome, &decision);
+    match &decision {
         Decision::Ack => {}
         Decision::RetryLater { delay } => {
-            republish::retry_later(&context.publisher, &context.topology, delivery, delay).await?
+            // Only waits for a transient failure matter to the watchdog: the command is
+            // in a delay queue, not lost. (An early command is never the one it looks at.)
+            if outcome.is_err() {
+                note(stall::record_retry(&context.pool, envelope.event_id).await);
+            }
+            republish::retry_later(&context.publisher, &context.topology, delivery, *delay).await?
         }
         Decision::DeadLetter { reason } => {
-            republish::dead_letter(&context.publisher, &context.topology, delivery, &reason).await?
+            // Flag the order before the command leaves for the dead-letter queue, so it is
+            // never left standing unflagged (the watchdog flags it if this write fails).
+            note(stall::record_dead_letter(&context.pool, &envelope, reason).await);
+            republish::dead_letter(&context.publisher, &context.topology, delivery, reason).await?
         }
     }
     delivery.acker.ack(BasicAckOptions::default()).await?;
+    if matches!(outcome, Ok(Outcome::Applied)) {
+        context.relay_wake.notify_one();
+    }
+    count_message(kind, outcome_label);
+    metrics::histogram!("orderflow_worker_handling_seconds", "type" => kind)
+        .record(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The `outcome` label of a handled message.
+fn label(outcome: &Result<Outcome, HandleError>, decision: &Decision) -> &'static str {
+    match (decision, outcome) {
+        (Decision::DeadLetter { .. }, _) => "dead_lettered",
+        (Decision::RetryLater { .. }, Ok(Outcome::Early { .. })) => "early",
+        (Decision::RetryLater { .. }, _) => "retried",
+        (Decision::Ack, Ok(Outcome::Applied)) => "applied",
+        (Decision::Ack, Ok(Outcome::Refused)) => "refused",
+        (Decision::Ack, _) => "duplicate",
+    }
+}
+
+fn count_message(kind: &'static str, outcome: &'static str) {
+    metrics::counter!("orderflow_worker_messages_total", "type" => kind, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Bookkeeping that helps operators but must not block settling the message.
+fn note(result: sqlx::Result<()>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not record the command's fate; the watchdog catches up");
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use common::{config::Settings, db, shutdown, telemetry};
+use common::{config::Settings, db, metrics, outbox, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 use worker::{consumer::Worker, ops, watchdog};
 
@@ -28,6 +28,49 @@ enum Command {
     /// Inspect or re-drive the dead-letter queue.
     #[command(subcommand)]
     DeadLetters(DeadLetterCommand),
+    /// List or resolve stalled orders.
+    #[command(subcommand)]
+    Orders(OrderCommand),
+    /// List or re-queue outbox rows the relay parked.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrderCommand {
+    /// Print stalled orders (longest-stalled first) as JSON lines.
+    Stalled {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Publish the order's unapplied commands again and clear its stalled flag.
+    Redrive { order_id: uuid::Uuid },
+    /// Record the command the order is stalled on as done without effect, then re-drive
+    /// the rest.
+    Skip {
+        order_id: uuid::Uuid,
+        /// Why; kept on the order's timeline.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Print parked rows as JSON lines.
+    Parked {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Hand parked rows back to the relay with a fresh attempt budget.
+    Requeue {
+        /// Only these outbox row ids.
+        #[arg(long = "id", required_unless_present = "all")]
+        ids: Vec<i64>,
+        /// Every parked row.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +127,33 @@ async fn run() -> anyhow::Result<()> {
             println!("re-driven: {}", ops::redrive(&settings, selection).await?);
             Ok(())
         }
+        Command::Orders(command) => {
+            let pool = db::connect(&settings.database).await?;
+            ops::orders(&pool, command.into()).await
+        }
+        Command::Outbox(OutboxCommand::Parked { limit }) => {
+            let pool = db::connect(&settings.database).await?;
+            for row in outbox::parked(&pool, limit).await? {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            Ok(())
+        }
+        Command::Outbox(OutboxCommand::Requeue { ids, all }) => {
+            let pool = db::connect(&settings.database).await?;
+            let ids = (!all).then_some(ids.as_slice());
+            println!("re-queued: {}", outbox::requeue(&pool, ids).await?);
+            Ok(())
+        }
+    }
+}
+
+impl From<OrderCommand> for ops::OrderAction {
+    fn from(command: OrderCommand) -> Self {
+        match command {
+            OrderCommand::Stalled { limit } => ops::OrderAction::ListStalled { limit },
+            OrderCommand::Redrive { order_id } => ops::OrderAction::Redrive { order_id },
+            OrderCommand::Skip { order_id, reason } => ops::OrderAction::Skip { order_id, reason },
+        }
     }
 }
 
@@ -96,8 +166,17 @@ async fn consume(settings: Settings) -> anyhow::Result<()> {
         .max(u32::from(settings.worker.prefetch) + 1);
     let pool = db::connect(&database).await?;
     db::migrate(&pool).await?;
+    let metrics_listener = match &settings.metrics.worker_addr {
+        Some(address) => Some(metrics::listen(address).await?),
+        None => None,
+    };
+    metrics::handle();
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(metrics::serve(listener, shutdown.clone()));
+    }
+    tokio::spawn(outbox::export_backlog(pool.clone(), shutdown.clone()));
     let watchdog = tokio::spawn(watchdog::run(
         pool.clone(),
         settings.worker.clone(),

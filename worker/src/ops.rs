@@ -1,9 +1,12 @@
-//! Operator commands: system statistics, and listing and re-driving dead letters.
+//! Operator commands: system statistics, listing and re-driving dead letters, and resolving
+//! stalled orders.
 
 use anyhow::Context;
 use common::{
     broker::{self, BROKER_CALL_TIMEOUT, Topology},
     config::Settings,
+    events::Actor,
+    stall,
 };
 use lapin::{
     BasicProperties, Channel, Confirmation,
@@ -65,6 +68,48 @@ pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> 
         work_queue_messages,
         dead_letters,
     })
+}
+
+/// What to do about stalled orders.
+pub enum OrderAction {
+    ListStalled {
+        limit: i64,
+    },
+    Redrive {
+        order_id: uuid::Uuid,
+    },
+    Skip {
+        order_id: uuid::Uuid,
+        reason: String,
+    },
+}
+
+/// Runs `action`, printing what it did. A skip is recorded as done by the system, on an
+/// operator's word.
+pub async fn orders(pool: &PgPool, action: OrderAction) -> anyhow::Result<()> {
+    let resolved = match action {
+        OrderAction::ListStalled { limit } => {
+            for order in stall::list(pool, limit).await? {
+                println!("{}", serde_json::to_string(&order)?);
+            }
+            return Ok(());
+        }
+        OrderAction::Redrive { order_id } => {
+            let mut tx = pool.begin().await?;
+            let resolved = stall::redrive(&mut tx, order_id).await?;
+            tx.commit().await?;
+            resolved
+        }
+        OrderAction::Skip { order_id, reason } => {
+            anyhow::ensure!(!reason.trim().is_empty(), "--reason must say why");
+            let mut tx = pool.begin().await?;
+            let resolved = stall::skip(&mut tx, order_id, &Actor::system(), reason.trim()).await?;
+            tx.commit().await?;
+            resolved
+        }
+    };
+    println!("{}", serde_json::to_string(&resolved)?);
+    Ok(())
 }
 
 /// A dead letter as shown to an operator.

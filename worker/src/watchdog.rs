@@ -1,7 +1,10 @@
-//! The watchdog: periodically re-enqueues orders whose accepted commands were never applied
-//! (e.g. a message dead-lettered or lost with a broker's disk), prunes idempotency keys
-//! past their lifetime, and runs the retention sweep. Any number of workers may run it; an
-//! advisory lock lets one at a time do a round.
+//! The watchdog: periodically looks at every order's oldest unapplied command. One lost on
+//! the way (a broker's disk, a purged queue) is published again, with growing pauses and
+//! never while it may still be queued; an order whose command was dead-lettered, could not
+//! be published, or keeps not arriving is flagged *stalled* for staff (see
+//! `common::stall`). It also prunes idempotency keys past their lifetime and runs the
+//! retention sweep. Any number of workers may run it; an advisory lock lets one at a time
+//! do a round.
 
 use std::time::Duration;
 
@@ -11,9 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::retention;
 
-/// Publications of one command after which the watchdog leaves it alone: a command that
-/// keeps failing stays in the dead-letter queue for an operator instead of cycling.
-const MAX_PUBLICATIONS: i32 = 3;
+/// Publications of one command without effect after which its order is flagged stalled;
+/// the watchdog keeps re-sending it (ever more rarely) all the same.
+const FLAG_AFTER_PUBLICATIONS: i32 = 3;
+/// The longest pause between two publications of a missing command.
+const MAX_REPUBLISH_PAUSE_SECS: f64 = 3600.0;
 
 /// Arbitrary, fixed key of the advisory lock that elects one watchdog per round.
 const WATCHDOG_LOCK: i64 = 0x6f72_6465_7266_6c77;
@@ -21,8 +26,10 @@ const WATCHDOG_LOCK: i64 = 0x6f72_6465_7266_6c77;
 /// What one round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
-    /// Orders whose unapplied commands were handed to the relay again.
+    /// Orders whose next command was handed to the relay again.
     pub requeued_orders: u64,
+    /// Orders newly flagged stalled.
+    pub flagged_orders: u64,
     pub pruned_keys: u64,
 }
 
@@ -33,12 +40,14 @@ pub async fn run(pool: PgPool, settings: WorkerSettings, shutdown: CancellationT
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(settings.watchdog_interval) => {},
         }
+        export_stalled_count(&pool).await;
         match round(&pool, settings.stuck_after, settings.idempotency_ttl).await {
-            Ok(Some(round)) if round.requeued_orders > 0 => {
+            Ok(Some(round)) if round.requeued_orders + round.flagged_orders > 0 => {
                 tracing::warn!(
                     requeued_orders = round.requeued_orders,
+                    flagged_orders = round.flagged_orders,
                     pruned_keys = round.pruned_keys,
-                    "watchdog re-enqueued stuck orders"
+                    "watchdog found orders standing still"
                 );
             }
             Ok(Some(round)) => tracing::debug!(pruned_keys = round.pruned_keys, "watchdog round"),
@@ -72,26 +81,46 @@ pub async fn round(
     if !elected {
         return Ok(None);
     }
-    let stuck_secs = stuck_after.as_secs_f64();
-    // Unstamping the outbox rows makes the relay publish them again, with the same event
-    // ids: a command that was in fact applied is dropped by the inbox as a duplicate.
-    let requeued_orders: i64 = sqlx::query_scalar(
-        "WITH stuck AS (
-             SELECT id, applied_seq FROM orders
-             WHERE applied_seq < last_seq AND updated_at < now() - make_interval(secs => $1)
+    // `next`: each order's oldest unapplied command, once older than `stuck_after`.
+    // Flag the order when that command was dead-lettered, parked by the relay, or sent
+    // FLAG_AFTER_PUBLICATIONS times without effect. Re-send it (unstamping its row makes the
+    // relay publish it again, same event id, so a copy that does arrive is a duplicate)
+    // when it is not in the dead-letter queue and no publication or retry of it happened
+    // within a pause that doubles with each publication: until then it may still be queued.
+    let (flagged_orders, requeued_orders): (i64, i64) = sqlx::query_as(
+        "WITH next AS (
+             SELECT o.id AS order_id, o.stalled_at, x.id AS outbox_id, x.seq, x.routing_key,
+                    x.publications, x.published_at, x.retried_at, x.parked_at,
+                    x.dead_lettered_at, x.last_error
+             FROM orders o
+             JOIN outbox x ON x.order_id = o.id AND x.seq = o.applied_seq + 1
+                          AND x.routing_key <> 'order.status_changed'
+             WHERE o.applied_seq < o.last_seq
+               AND x.created_at < now() - make_interval(secs => $1)
+         ), flagged AS (
+             UPDATE orders o SET stalled_at = now(), stalled_seq = n.seq,
+                 stalled_reason = CASE
+                     WHEN n.dead_lettered_at IS NOT NULL THEN format('command %s (%s) was dead-lettered: %s', n.seq, n.routing_key, coalesce(n.last_error, 'no reason recorded'))
+                     WHEN n.parked_at IS NOT NULL THEN format('command %s (%s) could not be published: %s', n.seq, n.routing_key, coalesce(n.last_error, 'no reason recorded'))
+                     ELSE format('command %s (%s) was not applied after %s publications', n.seq, n.routing_key, n.publications)
+                 END
+             FROM next n
+             WHERE o.id = n.order_id AND n.stalled_at IS NULL
+               AND (n.dead_lettered_at IS NOT NULL OR n.parked_at IS NOT NULL OR n.publications >= $2)
+             RETURNING o.id
          ), requeued AS (
-             UPDATE outbox o SET published_at = NULL
-             FROM stuck
-             WHERE o.order_id = stuck.id AND o.seq > stuck.applied_seq
-               AND o.routing_key <> 'order.status_changed'
-               AND o.published_at < now() - make_interval(secs => $1)
-               AND o.publications < $2
-             RETURNING o.order_id
+             UPDATE outbox x SET published_at = NULL, next_attempt_at = now()
+             FROM next n
+             WHERE x.id = n.outbox_id AND n.dead_lettered_at IS NULL AND n.published_at IS NOT NULL
+               AND greatest(n.published_at, n.retried_at)
+                   < now() - make_interval(secs => least($1 * 2 ^ greatest(n.publications - 1, 0), $3))
+             RETURNING x.order_id
          )
-         SELECT count(DISTINCT order_id) FROM requeued",
+         SELECT (SELECT count(*) FROM flagged), (SELECT count(*) FROM requeued)",
     )
-    .bind(stuck_secs)
-    .bind(MAX_PUBLICATIONS)
+    .bind(stuck_after.as_secs_f64())
+    .bind(FLAG_AFTER_PUBLICATIONS)
+    .bind(MAX_REPUBLISH_PAUSE_SECS)
     .fetch_one(&mut *tx)
     .await?;
     let pruned_keys = sqlx::query(
@@ -104,6 +133,18 @@ pub async fn round(
     tx.commit().await?;
     Ok(Some(Round {
         requeued_orders: u64::try_from(requeued_orders).unwrap_or(0),
+        flagged_orders: u64::try_from(flagged_orders).unwrap_or(0),
         pruned_keys,
     }))
+}
+
+/// Every worker exports the count, elected or not, so any one of them can be scraped.
+async fn export_stalled_count(pool: &PgPool) {
+    match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM orders WHERE stalled_at IS NOT NULL")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(stalled) => metrics::gauge!("orderflow_orders_stalled").set(stalled as f64),
+        Err(error) => tracing::debug!(%error, "cannot count stalled orders"),
+    }
 }

@@ -125,6 +125,13 @@ const OPERATIONS: &[(&str, &str, Access, Option<&str>)] = &[
         Some(r#"{"status":"processing"}"#),
     ),
     ("GET", "/api/orders/{id}/events", Owner, None),
+    ("POST", "/api/orders/{id}/redrive", Admin, None),
+    (
+        "POST",
+        "/api/orders/{id}/skip",
+        Admin,
+        Some(r#"{"reason":"poisoned"}"#),
+    ),
     ("GET", "/api/notifications", SignedIn, None),
     ("POST", "/api/notifications/{id}/read", Owner, None),
     ("POST", "/api/notifications/read-all", SignedIn, None),

@@ -3,8 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use api::{accounts, auth::password, relay::Relay, state::AppState};
-use common::{broker::Topology, config::Settings, domain::Role};
+use api::{accounts, auth::password, state::AppState};
+use common::{broker::Topology, config::Settings, domain::Role, relay::Relay};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -103,6 +103,7 @@ impl TestApp {
                 settings: state.settings.clone(),
                 status: state.broker.clone(),
                 wake: state.outbox_wake.clone(),
+                name: "api outbox relay",
             };
             tokio::spawn(relay.run(shutdown.clone()));
             wait_until("the relay connects", Duration::from_secs(10), || {

@@ -376,12 +376,17 @@ async fn a_corrupt_outbox_row_is_set_aside_without_stalling_the_relay(pool: PgPo
     app.start_workers(1);
     let id = app.order_id(&alice, "PEN", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
-    let error: Option<String> =
-        sqlx::query_scalar("SELECT last_error FROM outbox WHERE payload->>'not' IS NOT NULL")
-            .fetch_one(&pool)
-            .await
-            .expect("row");
+    let (error, parked): (Option<String>, bool) = sqlx::query_as(
+        "SELECT last_error, parked_at IS NOT NULL FROM outbox WHERE payload->>'not' IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("row");
     assert_eq!(error.as_deref(), Some("the row holds no valid envelope"));
+    assert!(
+        parked,
+        "a row that can never be published is parked at once"
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

@@ -162,47 +162,119 @@ async fn commands_for_unknown_orders_or_with_bad_payloads_are_permanent_failures
     assert_eq!(processed, 1, "failed messages leave no inbox row");
 }
 
+async fn watchdog_round(pool: &PgPool) -> watchdog::Round {
+    watchdog::round(pool, Duration::from_secs(60), Duration::from_secs(86_400))
+        .await
+        .expect("round")
+        .expect("elected")
+}
+
+async fn unpublished_orders(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT order_id::text FROM outbox WHERE published_at IS NULL ORDER BY order_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("rows")
+}
+
+async fn stalled_reason(pool: &PgPool, order: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT stalled_reason FROM orders WHERE id = $1::uuid")
+        .bind(order)
+        .fetch_one(pool)
+        .await
+        .expect("order")
+}
+
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
-async fn the_watchdog_re_enqueues_commands_that_were_never_applied(pool: PgPool) {
+async fn the_watchdog_resends_a_lost_command_ever_more_rarely_and_flags_its_order(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
     let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "MUG", "5.00", 10).await;
     let lost = app.order_id(&alice, "MUG", 1).await;
     let fine = app.order_id(&alice, "MUG", 1).await;
-    // Both were published an hour ago; only the second was ever applied.
-    sqlx::query("UPDATE outbox SET published_at = now() - interval '1 hour'")
-        .execute(&pool)
-        .await
-        .expect("publish");
-    sqlx::query("UPDATE orders SET updated_at = now() - interval '1 hour', applied_seq = CASE WHEN id = $1::uuid THEN 1 ELSE 0 END")
+    let young = app.order_id(&alice, "MUG", 1).await;
+    // All three were published 90 s ago; the second was applied; the third command is
+    // only 30 s old (the watchdog judges by the age of the oldest unapplied command).
+    sqlx::query(
+        "UPDATE outbox SET published_at = now() - interval '90 seconds', publications = 1,
+             created_at = now() - CASE WHEN order_id = $1::uuid THEN interval '30 seconds' ELSE interval '90 seconds' END",
+    )
+    .bind(&young)
+    .execute(&pool)
+    .await
+    .expect("publish");
+    sqlx::query("UPDATE orders SET applied_seq = 1 WHERE id = $1::uuid")
         .bind(&fine)
         .execute(&pool)
         .await
-        .expect("age");
+        .expect("applied");
 
-    let round = watchdog::round(&pool, Duration::from_secs(60), Duration::from_secs(86_400))
-        .await
-        .expect("round")
-        .expect("elected");
-    assert_eq!(round.requeued_orders, 1);
-    let unpublished: Vec<String> =
-        sqlx::query_scalar("SELECT order_id::text FROM outbox WHERE published_at IS NULL")
-            .fetch_all(&pool)
-            .await
-            .expect("rows");
-    assert_eq!(unpublished, [lost]);
+    assert_eq!(watchdog_round(&pool).await.requeued_orders, 1);
+    assert_eq!(unpublished_orders(&pool).await, std::slice::from_ref(&lost));
+    assert_eq!(stalled_reason(&pool, &lost).await, None);
 
-    // A command the broker has taken three times and that still is not applied (it keeps
-    // landing in the dead-letter queue) is left there for an operator.
-    sqlx::query("UPDATE outbox SET published_at = now() - interval '1 hour', publications = 3")
+    // Published a second time 90 s ago: the pause has doubled to 120 s, so not yet.
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '90 seconds', publications = 2 WHERE order_id = $1::uuid")
+        .bind(&lost)
         .execute(&pool)
         .await
-        .expect("published thrice");
-    let round = watchdog::round(&pool, Duration::from_secs(60), Duration::from_secs(86_400))
+        .expect("second publication");
+    assert_eq!(watchdog_round(&pool).await.requeued_orders, 0);
+
+    // A third publication without effect flags the order, and the watchdog keeps trying.
+    sqlx::query("UPDATE outbox SET published_at = now() - interval '5 minutes', publications = 3 WHERE order_id = $1::uuid")
+        .bind(&lost)
+        .execute(&pool)
         .await
-        .expect("round")
-        .expect("elected");
-    assert_eq!(round.requeued_orders, 0);
+        .expect("third publication");
+    let round = watchdog_round(&pool).await;
+    assert_eq!((round.flagged_orders, round.requeued_orders), (1, 1));
+    assert_eq!(
+        stalled_reason(&pool, &lost).await.as_deref(),
+        Some("command 1 (order.created) was not applied after 3 publications")
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_watchdog_never_resends_a_command_that_is_still_queued(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "MUG", "5.00", 10).await;
+    let dead = app.order_id(&alice, "MUG", 1).await;
+    let waiting = app.order_id(&alice, "MUG", 1).await;
+    sqlx::query(
+        "UPDATE outbox SET published_at = now() - interval '1 hour', publications = 1,
+             created_at = now() - interval '1 hour'",
+    )
+    .execute(&pool)
+    .await
+    .expect("publish");
+    // One sits in the dead-letter queue (a worker said so); the other was put in a delay
+    // queue by a worker 10 s ago.
+    sqlx::query(
+        "UPDATE outbox SET dead_lettered_at = now(), last_error = 'boom' WHERE order_id = $1::uuid",
+    )
+    .bind(&dead)
+    .execute(&pool)
+    .await
+    .expect("dead-lettered");
+    sqlx::query(
+        "UPDATE outbox SET retried_at = now() - interval '10 seconds' WHERE order_id = $1::uuid",
+    )
+    .bind(&waiting)
+    .execute(&pool)
+    .await
+    .expect("retried");
+
+    let round = watchdog_round(&pool).await;
+    assert_eq!((round.flagged_orders, round.requeued_orders), (1, 0));
+    assert!(unpublished_orders(&pool).await.is_empty());
+    assert_eq!(
+        stalled_reason(&pool, &dead).await.as_deref(),
+        Some("command 1 (order.created) was dead-lettered: boom")
+    );
+    assert_eq!(stalled_reason(&pool, &waiting).await, None);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

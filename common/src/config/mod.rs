@@ -62,6 +62,16 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub log: LogSettings,
     pub worker: WorkerSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Where Prometheus scrapes each process.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    /// The api's own scrape listener; `None` serves `/metrics` on the api's port.
+    pub api_addr: Option<String>,
+    /// The worker's scrape listener; `None` turns it off.
+    pub worker_addr: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +228,10 @@ impl Settings {
                     3600 * parse::<u64>(&lookup, "IDEMPOTENCY_KEY_TTL_HOURS", 24, "hours")?,
                 ),
                 retention: RetentionSettings::from_lookup(&lookup)?,
+            },
+            metrics: MetricsSettings {
+                api_addr: Some(get("API_METRICS_ADDR", "")).filter(|a| !a.is_empty()),
+                worker_addr: Some(get("METRICS_ADDR", "127.0.0.1:9091")).filter(|a| !a.is_empty()),
             },
         })
     }

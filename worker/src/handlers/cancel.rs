@@ -15,7 +15,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     order: &LockedOrder,
     envelope: &Envelope,
-) -> Result<(), HandleError> {
+) -> Result<bool, HandleError> {
     let request: CancelRequested = payload(envelope)?;
     let change = Applied {
         to: OrderStatus::Cancelled,
@@ -24,6 +24,5 @@ pub async fn apply(
         tracking_number: None,
         cause: envelope,
     };
-    transition::attempt(conn, order, change).await?;
-    Ok(())
+    Ok(transition::attempt(conn, order, change).await?)
 }

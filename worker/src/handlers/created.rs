@@ -15,7 +15,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     order: &LockedOrder,
     envelope: &Envelope,
-) -> Result<(), HandleError> {
+) -> Result<bool, HandleError> {
     let system = Actor::system();
     // Reserve only for an order that can still be confirmed (not one cancelled meanwhile).
     let reservation = if order.status == OrderStatus::Pending {
@@ -37,6 +37,5 @@ pub async fn apply(
         tracking_number: None,
         cause: envelope,
     };
-    transition::attempt(conn, order, change).await?;
-    Ok(())
+    Ok(transition::attempt(conn, order, change).await?)
 }

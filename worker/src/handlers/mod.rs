@@ -17,8 +17,10 @@ use uuid::Uuid;
 /// What became of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Its effect is committed.
+    /// Its transition is committed.
     Applied,
+    /// The lifecycle did not allow it; the refusal is recorded and the command is done.
+    Refused,
     /// It was applied before (a redelivery); nothing changed.
     Duplicate,
     /// An earlier command of the same order has not been applied yet; retry later.
@@ -79,14 +81,18 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
         // Rolling back also removes the inbox row, so the retry is not mistaken for a duplicate.
         return Ok(Outcome::Early { next_expected });
     }
-    match envelope.event_type {
+    let applied = match envelope.event_type {
         EventType::OrderCreated => created::apply(&mut tx, &order, envelope).await?,
         EventType::StatusChangeRequested => status_change::apply(&mut tx, &order, envelope).await?,
         EventType::CancelRequested => cancel::apply(&mut tx, &order, envelope).await?,
         EventType::StatusChanged => unreachable!("checked above: not a command"),
-    }
+    };
     tx.commit().await?;
-    Ok(Outcome::Applied)
+    Ok(if applied {
+        Outcome::Applied
+    } else {
+        Outcome::Refused
+    })
 }
 
 /// Writes the inbox row; `false` when this event was already processed.

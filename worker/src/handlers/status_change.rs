@@ -13,7 +13,7 @@ pub async fn apply(
     conn: &mut PgConnection,
     order: &LockedOrder,
     envelope: &Envelope,
-) -> Result<(), HandleError> {
+) -> Result<bool, HandleError> {
     let request: StatusChangeRequested = payload(envelope)?;
     let change = Applied {
         to: request.status,
@@ -22,6 +22,5 @@ pub async fn apply(
         tracking_number: request.tracking_number.as_deref(),
         cause: envelope,
     };
-    transition::attempt(conn, order, change).await?;
-    Ok(())
+    Ok(transition::attempt(conn, order, change).await?)
 }

@@ -64,11 +64,15 @@ pub async fn attempt(
 }
 
 /// Records `seq` as applied; once no accepted command is pending, the projected status (what
-/// the API checks new requests against) converges on the real one. Shared by both writes below.
+/// the API checks new requests against) converges on the real one. Applying the command an
+/// order was stalled on clears the flag. Shared by both writes below.
 macro_rules! mark_applied {
     () => {
         "UPDATE orders SET status = $3, tracking_number = COALESCE($4, tracking_number), applied_seq = $2,
-             projected_status = CASE WHEN last_seq = $2 THEN $3 ELSE projected_status END, updated_at = now()
+             projected_status = CASE WHEN last_seq = $2 THEN $3 ELSE projected_status END, updated_at = now(),
+             stalled_reason = CASE WHEN stalled_seq <= $2 THEN NULL ELSE stalled_reason END,
+             stalled_at = CASE WHEN stalled_seq <= $2 THEN NULL ELSE stalled_at END,
+             stalled_seq = CASE WHEN stalled_seq <= $2 THEN NULL ELSE stalled_seq END
          WHERE id = $1"
     };
 }

@@ -215,7 +215,10 @@ pub async fn login(
         .await?;
     let user = match user {
         Some(user) if matches && user.is_active => user,
-        _ => return Err(ApiError::Unauthorized(BAD_CREDENTIALS)),
+        _ => {
+            metrics::counter!("orderflow_login_failures_total").increment(1);
+            return Err(ApiError::Unauthorized(BAD_CREDENTIALS));
+        }
     };
     let mut tx = state.pool.begin().await?;
     AccountLimit::clear(&mut tx, AccountKey::User(user.id)).await?;

@@ -53,6 +53,7 @@ struct CommandTarget {
     status: OrderStatus,
     projected_status: OrderStatus,
     tracking_number: Option<String>,
+    stalled_reason: Option<String>,
 }
 
 #[utoipa::path(
@@ -63,7 +64,7 @@ struct CommandTarget {
         (status = 202, description = "Queued for a worker", body = CommandAccepted),
         (status = 403, description = "Customers cannot change status", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Impossible from the projected status", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Impossible from the projected status (`invalid_transition`), or the order is stalled until staff resolve it (`order_stalled`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Shipping without a tracking number, or invalid input", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -100,7 +101,7 @@ pub async fn change_status(
     responses(
         (status = 202, description = "Cancellation queued for a worker", body = CommandAccepted),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Too late to cancel (customers: once processing; staff: once shipped)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late to cancel (customers: once processing; staff: once shipped), or the order is stalled (`order_stalled`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel_order(
@@ -121,7 +122,36 @@ enum Command {
     Cancel { reason: Option<String> },
 }
 
+impl Command {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Command::Change(_) => "status_change",
+            Command::Cancel { .. } => "cancel",
+        }
+    }
+}
+
+/// Queues `command` and counts the answer by command and outcome.
 async fn enqueue(
+    state: &AppState,
+    user: &CurrentUser,
+    request_id: &str,
+    order_id: Uuid,
+    command: Command,
+) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
+    let label = command.metric_label();
+    let result = write_command(state, user, request_id, order_id, command).await;
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(ApiError::Conflict { .. } | ApiError::Validation(_)) => "refused",
+        Err(_) => "error",
+    };
+    metrics::counter!("orderflow_order_commands_total", "command" => label, "outcome" => outcome)
+        .increment(1);
+    result
+}
+
+async fn write_command(
     state: &AppState,
     user: &CurrentUser,
     request_id: &str,
@@ -135,7 +165,7 @@ async fn enqueue(
     let mut tx = state.pool.begin().await?;
     // The row lock serialises commands of one order, so sequence numbers follow acceptance.
     let order: CommandTarget = sqlx::query_as(
-        "SELECT status, projected_status, tracking_number FROM orders
+        "SELECT status, projected_status, tracking_number, stalled_reason FROM orders
          WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2) FOR UPDATE",
     )
     .bind(order_id)
@@ -143,6 +173,15 @@ async fn enqueue(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound(NO_ORDER))?;
+    if let Some(reason) = &order.stalled_reason {
+        // Customers learn that staff are on it, not the internal reason.
+        let detail = if user.role.is_staff() {
+            format!("The order is stalled ({reason}); re-drive or skip its command first.")
+        } else {
+            "The order is being reviewed by the store; changes are paused until then.".to_owned()
+        };
+        return Err(ApiError::conflict("order_stalled", detail));
+    }
     if let Err(refusal) = order
         .projected_status
         .transition(target, Initiator::User(user.role))

@@ -98,6 +98,7 @@ pub async fn create_order(
         Created::New(order) => order,
     };
     state.outbox_wake.notify_one();
+    metrics::counter!("orderflow_orders_created_total").increment(1);
     tracing::info!(order_id = %order.id, total = %order.total_amount, "order placed");
     let location = format!("/api/orders/{}", order.id);
     Ok((
@@ -183,7 +184,7 @@ async fn place(
         ),
     )
     .await?;
-    let response = OrderResponse::new(order, items);
+    let response = OrderResponse::new(order, items, user.role);
     idempotency::complete(&mut tx, user.id, key, StatusCode::CREATED, &response).await?;
     tx.commit().await?;
     Ok(response)

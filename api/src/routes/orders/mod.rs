@@ -1,11 +1,13 @@
 //! `/api/orders`: placing, reading, editing orders and queuing status changes and
-//! cancellations for the workers. Another customer's order is always 404.
+//! cancellations for the workers, and resolving stalled orders. Another customer's order
+//! is always 404.
 
 mod commands;
 mod create;
 mod model;
 mod pricing;
 mod read;
+mod stalled;
 mod timeline;
 mod update;
 
@@ -26,4 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(commands::change_status))
         .routes(routes!(timeline::order_timeline))
+        .routes(routes!(stalled::redrive_order))
+        .routes(routes!(stalled::skip_command))
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use common::domain::{Money, OrderStatus};
+use common::domain::{Money, OrderStatus, Role};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -26,6 +26,8 @@ pub struct OrderRow {
     pub shipping_address: String,
     pub notes: Option<String>,
     pub tracking_number: Option<String>,
+    pub stalled_reason: Option<String>,
+    pub stalled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -34,7 +36,7 @@ macro_rules! order_columns {
     () => {
         "id, customer_id, status, projected_status, currency, total_amount_minor, items_count,
          customer_name, customer_email, customer_phone, shipping_address, notes, tracking_number,
-         created_at, updated_at"
+         stalled_reason, stalled_at, created_at, updated_at"
     };
 }
 pub(crate) use order_columns;
@@ -83,12 +85,22 @@ pub struct OrderResponse {
     pub notes: Option<String>,
     pub tracking_number: Option<String>,
     pub items: Vec<OrderItemResponse>,
+    /// *Staff only*: why the order stopped moving (its next command was dead-lettered or
+    /// never arrived); new status changes are refused with 409 `order_stalled` until an
+    /// admin re-drives or skips the command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_reason: Option<String>,
+    /// *Staff only*: since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stalled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl OrderResponse {
-    pub fn new(order: OrderRow, items: Vec<ItemRow>) -> Self {
+    /// The order as `viewer` may see it: staff-only fields are left out for customers.
+    pub fn new(order: OrderRow, items: Vec<ItemRow>, viewer: Role) -> Self {
+        let staff = viewer.is_staff();
         Self {
             id: order.id,
             customer_id: order.customer_id,
@@ -117,6 +129,8 @@ impl OrderResponse {
                     total_price: Money::from_minor(item.total_price_minor),
                 })
                 .collect(),
+            stalled_reason: order.stalled_reason.filter(|_| staff),
+            stalled_at: order.stalled_at.filter(|_| staff),
             created_at: order.created_at,
             updated_at: order.updated_at,
         }
@@ -172,10 +186,11 @@ pub async fn items_of(
 pub async fn load_response(
     conn: &mut PgConnection,
     order: OrderRow,
+    viewer: Role,
 ) -> sqlx::Result<OrderResponse> {
     let items = items_of(conn, &[order.id])
         .await?
         .remove(&order.id)
         .unwrap_or_default();
-    Ok(OrderResponse::new(order, items))
+    Ok(OrderResponse::new(order, items, viewer))
 }

@@ -1,7 +1,7 @@
 //! Reading orders: one, the caller's own, all (staff).
 
 use axum::{Json, extract::State};
-use common::domain::OrderStatus;
+use common::domain::{OrderStatus, Role};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -28,6 +28,21 @@ pub struct ListOrdersParams {
     pub status: Option<OrderStatus>,
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AllOrdersParams {
+    /// 1 to 10,000.
+    #[param(minimum = 1, maximum = 10000)]
+    pub page: Option<i64>,
+    /// 1 to 100.
+    #[param(minimum = 1, maximum = 100)]
+    pub size: Option<i64>,
+    /// Only orders in this status.
+    pub status: Option<OrderStatus>,
+    /// `true`: only stalled orders; `false`: only the others.
+    pub stalled: Option<bool>,
+}
+
 #[utoipa::path(
     get, path = "/api/orders/my", tag = "orders", security(("bearer" = [])),
     params(ListOrdersParams),
@@ -38,12 +53,17 @@ pub async fn list_my_orders(
     user: CurrentUser,
     AppQuery(params): AppQuery<ListOrdersParams>,
 ) -> ApiResult<Json<Page<OrderResponse>>> {
-    list(&state, Some(user.id), params).await
+    let filter = Filter {
+        customer: Some(user.id),
+        status: params.status,
+        stalled: None,
+    };
+    list(&state, filter, params.page, params.size, user.role).await
 }
 
 #[utoipa::path(
     get, path = "/api/orders", tag = "orders", security(("bearer" = [])),
-    params(ListOrdersParams),
+    params(AllOrdersParams),
     responses(
         (status = 200, description = "Every order, newest first", body = Page<OrderResponse>),
         (status = 403, description = "Not a vendor or admin", body = Problem, content_type = "application/problem+json"),
@@ -51,37 +71,54 @@ pub async fn list_my_orders(
 )]
 pub async fn list_orders(
     State(state): State<AppState>,
-    _: StaffUser,
-    AppQuery(params): AppQuery<ListOrdersParams>,
+    StaffUser(user): StaffUser,
+    AppQuery(params): AppQuery<AllOrdersParams>,
 ) -> ApiResult<Json<Page<OrderResponse>>> {
-    list(&state, None, params).await
+    let filter = Filter {
+        customer: None,
+        status: params.status,
+        stalled: params.stalled,
+    };
+    list(&state, filter, params.page, params.size, user.role).await
+}
+
+/// Which orders a list shows.
+struct Filter {
+    customer: Option<Uuid>,
+    status: Option<OrderStatus>,
+    stalled: Option<bool>,
 }
 
 async fn list(
     state: &AppState,
-    customer: Option<Uuid>,
-    params: ListOrdersParams,
+    filter: Filter,
+    page: Option<i64>,
+    size: Option<i64>,
+    viewer: Role,
 ) -> ApiResult<Json<Page<OrderResponse>>> {
-    let page = page_request(params.page, params.size)?;
+    let page = page_request(page, size)?;
     let mut conn = state.pool.acquire().await?;
     macro_rules! filter {
         () => {
-            " FROM orders WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::order_status IS NULL OR status = $2)"
+            " FROM orders WHERE ($1::uuid IS NULL OR customer_id = $1) AND ($2::order_status IS NULL OR status = $2)
+               AND ($3::bool IS NULL OR (stalled_at IS NOT NULL) = $3)"
         };
     }
     let total: i64 = sqlx::query_scalar(concat!("SELECT count(*)", filter!()))
-        .bind(customer)
-        .bind(params.status)
+        .bind(filter.customer)
+        .bind(filter.status)
+        .bind(filter.stalled)
         .fetch_one(&mut *conn)
         .await?;
     let orders: Vec<OrderRow> = sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),
         filter!(),
-        " ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        " ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
     ))
-    .bind(customer)
-    .bind(params.status)
+    .bind(filter.customer)
+    .bind(filter.status)
+    .bind(filter.stalled)
     .bind(page.size)
     .bind(page.offset())
     .fetch_all(&mut *conn)
@@ -92,7 +129,7 @@ async fn list(
         .into_iter()
         .map(|order| {
             let lines = items.remove(&order.id).unwrap_or_default();
-            OrderResponse::new(order, lines)
+            OrderResponse::new(order, lines, viewer)
         })
         .collect();
     Ok(Json(Page::new(responses, total, page)))
@@ -113,5 +150,5 @@ pub async fn get_order(
 ) -> ApiResult<Json<OrderResponse>> {
     let mut conn = state.pool.acquire().await?;
     let order = find_visible(&mut conn, id, &user).await?;
-    Ok(Json(load_response(&mut conn, order).await?))
+    Ok(Json(load_response(&mut conn, order, user.role).await?))
 }

@@ -39,7 +39,7 @@ struct StoredEntry {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineEntry {
     pub id: Uuid,
-    /// `created`, `status_change_requested`, `cancel_requested`, `status_changed`, `rejected` or `notified`.
+    /// `created`, `status_change_requested`, `cancel_requested`, `status_changed`, `rejected`, `notified` or `skipped` (staff only).
     pub kind: String,
     pub from_status: Option<OrderStatus>,
     pub to_status: Option<OrderStatus>,
@@ -76,6 +76,9 @@ impl StoredEntry {
                 format!("The change to {to} could not be made.")
             }
             (Some(EntryKind::Notified), _) => "Customer notified.".to_owned(),
+            (Some(EntryKind::Skipped), _) => {
+                "A command that could not be applied was skipped.".to_owned()
+            }
             _ => self.kind.replace('_', " "),
         }
     }

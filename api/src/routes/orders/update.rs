@@ -124,7 +124,7 @@ pub async fn update_order(
     .bind(body.tracking_number.as_deref().map(str::trim))
     .fetch_one(&mut *tx)
     .await?;
-    let response = load_response(&mut tx, updated).await?;
+    let response = load_response(&mut tx, updated, user.role).await?;
     tx.commit().await?;
     Ok(Json(response))
 }

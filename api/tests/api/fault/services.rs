@@ -48,6 +48,7 @@ impl WorkerProcess {
             .env("AMQP_EXCHANGE", &broker.exchange)
             .env("AMQP_QUEUE", &broker.queue)
             .env("LOG_DIR", "")
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn,worker::delivery=info")
             .env("LOG_FORMAT", "json")
             .stdout(log)
