@@ -33,7 +33,13 @@ trap cleanup EXIT
 
 ./target/release/api & pids+=($!)
 until curl -fs $api/health/ready >/dev/null; do sleep 0.2; done
-start_workers() { workers=(); for _ in $(seq "$1"); do ./target/release/worker & workers+=($!); pids+=($!); done; }
+# Worker i serves its metrics on port 9190+i.
+start_workers() {
+  workers=()
+  for i in $(seq "$1"); do METRICS_ADDR="127.0.0.1:$((9190 + i))" ./target/release/worker & workers+=($!); pids+=($!); done
+}
+# The pipeline's counters and histogram sums from a scrape, without HELP/TYPE or buckets.
+summarize_metrics() { grep -E '^orderflow_' | grep -v '_bucket{' ; }
 stop_workers() { kill -TERM "${workers[@]}"; wait "${workers[@]}" 2>/dev/null || true; }
 
 ADMIN_PASSWORD=bench-admin-password ./target/release/api create-user --role admin --email admin@bench.test --username admin >/dev/null
@@ -59,6 +65,8 @@ sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN
        round(extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY d)) * 1000, 1),
        round(extract(epoch FROM percentile_cont(0.9) WITHIN GROUP (ORDER BY d)) * 1000, 1),
        round(extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d)) * 1000, 1)) FROM t"
+sleep 6 # the outbox gauges are sampled every 5 s
+worker_scrape=$(curl -fs http://127.0.0.1:9191/metrics)
 stop_workers
 
 echo "== 2. draining a backlog: 1 worker vs 2 workers, alternated"
@@ -83,3 +91,9 @@ compare() {
 }
 PRODUCTS=20 compare "orders over 20 products"
 PRODUCTS=1 compare "every order for one product"
+
+echo "== 3. metrics scraped after the benchmark"
+echo "-- api (all runs):"
+curl -fs $api/metrics | summarize_metrics
+echo "-- worker 1 of run 1:"
+echo "$worker_scrape" | summarize_metrics

@@ -41,7 +41,7 @@ cleanup() {
 trap cleanup EXIT
 ./target/release/api migrate >/dev/null
 ./target/release/api & pids+=($!)
-./target/release/worker & pids+=($!)
+METRICS_ADDR=127.0.0.1:0 ./target/release/worker & pids+=($!)
 for _ in $(seq 1 60); do curl -fsS "$base/health" >/dev/null 2>&1 && break; sleep 0.5; done
 
 password='fuzzing-passphrase-1'

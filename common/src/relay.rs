@@ -3,10 +3,10 @@
 //! outbox runs one (the api for commands, the worker for `order.status_changed`).
 //!
 //! A round *claims* a batch in one short statement (it pushes the rows' `next_attempt_at`
-//! past the round's longest possible wait, so no other relay takes them), then publishes
-//! with no transaction open and no lock held while it waits for confirms, then stamps
-//! the outcome. A relay that dies mid-round leaves its rows to be taken again when the
-//! claim lapses; a row published twice is dropped by the consumers' inbox.
+//! a few seconds ahead, so no other relay takes them meanwhile), then publishes with no
+//! transaction open and no lock held while it waits for confirms, then stamps the
+//! outcome. A relay that dies mid-round leaves its rows to be taken again when the claim
+//! lapses; a row published twice is dropped by the consumers' inbox.
 //!
 //! A row the broker refuses is retried with a growing per-row delay and parked after
 //! [`PARK_AFTER_ATTEMPTS`] failures (a row that holds no envelope at once), so bad rows
@@ -40,9 +40,11 @@ use crate::{
 };
 
 const BATCH_SIZE: i64 = 200;
-/// How long a claim keeps other relays off a row: longer than any round can take
-/// (a publish and a confirm, each bounded by `BROKER_CALL_TIMEOUT`).
-const CLAIM_SECS: f64 = 60.0;
+/// How long a claim keeps other relays off a row. A round takes milliseconds; after a relay
+/// dies mid-round (a killed worker) its rows wait this long. A round slower than this (a
+/// broker answering slowly) may let another relay send a row too: a duplicate, which
+/// consumers drop by `event_id`, never a loss.
+const CLAIM_SECS: f64 = 5.0;
 /// Failures after which a row is parked for an operator.
 pub const PARK_AFTER_ATTEMPTS: i32 = 8;
 /// First per-row retry delay; it doubles per failure up to `MAX_RETRY_SECS`.

@@ -6,7 +6,7 @@ use common::{
     broker::{self, BROKER_CALL_TIMEOUT, Topology},
     config::Settings,
     events::Actor,
-    stall,
+    outbox, stall,
 };
 use lapin::{
     BasicProperties, Channel, Confirmation,
@@ -28,19 +28,24 @@ pub struct Stats {
     /// Orders with accepted commands not yet applied for longer than `STUCK_AFTER_SECS`.
     pub orders_stuck: i64,
     pub outbox_unpublished: i64,
+    /// Rows the relay set aside (`worker outbox parked`).
+    pub outbox_parked: i64,
+    /// Orders flagged stalled (`worker orders stalled`).
+    pub orders_stalled: i64,
     pub work_queue_messages: u32,
     pub dead_letters: u32,
 }
 
 pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> {
-    let (orders_pending, orders_stuck, outbox_unpublished): (i64, i64, i64) = sqlx::query_as(
+    let (orders_pending, orders_stuck, orders_stalled): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM orders WHERE status = 'pending'),
                 (SELECT count(*) FROM orders WHERE applied_seq < last_seq AND updated_at < now() - make_interval(secs => $1)),
-                (SELECT count(*) FROM outbox WHERE published_at IS NULL)",
+                (SELECT count(*) FROM orders WHERE stalled_at IS NOT NULL)",
     )
     .bind(settings.worker.stuck_after.as_secs_f64())
     .fetch_one(pool)
     .await?;
+    let backlog = outbox::backlog(pool).await?;
     let topology = Topology::new(&settings.broker);
     let connection = broker::connect(&settings.broker, "orderflow-ops").await?;
     let channel = connection.create_channel().await?;
@@ -64,7 +69,9 @@ pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> 
     Ok(Stats {
         orders_pending,
         orders_stuck,
-        outbox_unpublished,
+        outbox_unpublished: backlog.pending + backlog.parked,
+        outbox_parked: backlog.parked,
+        orders_stalled,
         work_queue_messages,
         dead_letters,
     })

@@ -47,6 +47,8 @@ async fn the_openapi_document_lists_every_route_and_the_bearer_scheme(pool: PgPo
         ("/api/orders/{id}", "delete"),
         ("/api/orders/{id}/status", "patch"),
         ("/api/orders/{id}/events", "get"),
+        ("/api/orders/{id}/redrive", "post"),
+        ("/api/orders/{id}/skip", "post"),
         ("/api/notifications", "get"),
         ("/api/notifications/{id}/read", "post"),
         ("/api/notifications/read-all", "post"),
