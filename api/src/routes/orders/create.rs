@@ -1,5 +1,5 @@
 //! `POST /api/orders`: validate, price from the catalogue, and write the order, its lines,
-//! its first timeline entry and its `order.created` event in one transaction.
+//! its first timeline entry and its `order.created` event in one statement.
 
 use axum::{
     Json,
@@ -10,15 +10,14 @@ use axum::{
 use common::{
     domain::Money,
     events::{Actor, Envelope, EventType, OrderCreated},
-    outbox,
-    timeline::{self, Entry, EntryKind},
+    timeline::EntryKind,
 };
 use serde::Deserialize;
-use sqlx::PgConnection;
+use sqlx::PgExecutor;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::model::{ItemRow, OrderResponse, order_columns};
+use super::model::{ItemRow, OrderResponse, OrderRow, order_columns};
 use super::pricing::{PricedLine, price_lines};
 use crate::{
     auth::CurrentUser,
@@ -117,8 +116,7 @@ async fn place(
     key: Option<&IdempotencyKey>,
 ) -> ApiResult<OrderResponse> {
     validate(&request)?;
-    let mut tx = state.pool.begin().await?;
-    let lines = price_lines(&mut tx, &request.items).await?;
+    let lines = price_lines(&state.pool, &request.items).await?;
     let currency = lines[0].product.currency.clone();
     let mut total = Money::ZERO;
     let mut units: i32 = 0;
@@ -130,64 +128,127 @@ async fn place(
         units += line.quantity;
     }
     let order_id = Uuid::now_v7();
-    let order = sqlx::query_as(concat!(
-        "INSERT INTO orders (id, customer_id, currency, total_amount_minor, items_count, customer_name,
-             customer_email, customer_phone, shipping_address, notes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
-        order_columns!()
-    ))
-    .bind(order_id)
-    .bind(user.id)
-    .bind(&currency)
-    .bind(total.minor())
-    .bind(units)
-    .bind(request.customer_name.trim())
-    .bind(request.customer_email.trim())
-    .bind(request.customer_phone.as_deref().map(str::trim))
-    .bind(request.shipping_address.trim())
-    .bind(&request.notes)
-    .fetch_one(&mut *tx)
-    .await?;
-    let items = insert_lines(&mut tx, order_id, &lines).await?;
+    let items = item_rows(order_id, &lines);
     let actor = Actor {
         user_id: Some(user.id),
         role: user.role.as_str().to_owned(),
     };
-    timeline::record(
-        &mut tx,
-        Entry {
-            order_id,
-            kind: EntryKind::Created,
-            from: None,
-            to: Some(common::domain::OrderStatus::Pending),
-            actor: &actor,
-            reason: None,
-            seq: Some(1),
-        },
-    )
-    .await?;
     let payload = OrderCreated {
         customer_id: user.id,
         total_amount: total,
-        currency,
+        currency: currency.clone(),
         items_count: units,
     };
-    outbox::enqueue(
-        &mut tx,
-        &Envelope::new(
-            EventType::OrderCreated,
-            order_id,
-            1,
-            actor,
-            request_id,
-            payload,
-        ),
-    )
-    .await?;
+    let event = Envelope::new(
+        EventType::OrderCreated,
+        order_id,
+        1,
+        actor,
+        request_id,
+        payload,
+    );
+    let new_order = NewOrder {
+        id: order_id,
+        customer_id: user.id,
+        currency: &currency,
+        request: &request,
+        total,
+        units,
+        items: &items,
+        event: &event,
+    };
+    // Without an Idempotency-Key the one statement is the whole transaction.
+    let Some(key) = key else {
+        let order = new_order.insert(&state.pool).await?;
+        return Ok(OrderResponse::new(order, items, user.role));
+    };
+    let mut tx = state.pool.begin().await?;
+    let order = new_order.insert(&mut *tx).await?;
     let response = OrderResponse::new(order, items, user.role);
-    idempotency::complete(&mut tx, user.id, key, StatusCode::CREATED, &response).await?;
+    idempotency::complete(&mut tx, user.id, Some(key), StatusCode::CREATED, &response).await?;
     tx.commit().await?;
     Ok(response)
+}
+
+/// Everything one order creation writes.
+struct NewOrder<'a> {
+    id: Uuid,
+    customer_id: Uuid,
+    currency: &'a str,
+    request: &'a CreateOrderRequest,
+    total: Money,
+    units: i32,
+    items: &'a [ItemRow],
+    event: &'a Envelope,
+}
+
+impl NewOrder<'_> {
+    /// Writes the order, its lines, its first timeline entry and its `order.created` event
+    /// in ONE statement: one round trip, and atomic on its own.
+    async fn insert(&self, executor: impl PgExecutor<'_>) -> sqlx::Result<OrderRow> {
+        let ids: Vec<Uuid> = self.items.iter().map(|i| i.id).collect();
+        let product_ids: Vec<Uuid> = self.items.iter().map(|i| i.product_id).collect();
+        let names: Vec<&str> = self.items.iter().map(|i| i.product_name.as_str()).collect();
+        let skus: Vec<&str> = self.items.iter().map(|i| i.product_sku.as_str()).collect();
+        let descriptions: Vec<Option<&str>> = self
+            .items
+            .iter()
+            .map(|i| i.product_description.as_deref())
+            .collect();
+        let quantities: Vec<i32> = self.items.iter().map(|i| i.quantity).collect();
+        let unit_prices: Vec<i64> = self.items.iter().map(|i| i.unit_price_minor).collect();
+        let totals: Vec<i64> = self.items.iter().map(|i| i.total_price_minor).collect();
+        let payload =
+            serde_json::to_value(self.event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let request = self.request;
+        sqlx::query_as(concat!(
+            "WITH created AS (
+                 INSERT INTO orders (id, customer_id, currency, total_amount_minor, items_count, customer_name,
+                     customer_email, customer_phone, shipping_address, notes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+            order_columns!(),
+            "), lines AS (
+                 INSERT INTO order_items (id, order_id, product_id, product_name, product_sku, product_description,
+                     quantity, unit_price_minor, total_price_minor)
+                 SELECT id, $1, product_id, name, sku, description, quantity, unit_price, total
+                 FROM UNNEST($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::text[], $16::int[], $17::bigint[], $18::bigint[])
+                      AS l(id, product_id, name, sku, description, quantity, unit_price, total)
+             ), logged AS (
+                 INSERT INTO order_events (id, order_id, kind, to_status, actor_id, actor_role, seq)
+                 VALUES ($19, $1, $20, 'pending', $2, $21, 1)
+             ), queued AS (
+                 INSERT INTO outbox (event_id, order_id, seq, routing_key, payload) VALUES ($22, $1, 1, $23, $24)
+             )
+             SELECT * FROM created"
+        ))
+        .bind(self.id)
+        .bind(self.customer_id)
+        .bind(self.currency)
+        .bind(self.total.minor())
+        .bind(self.units)
+        .bind(request.customer_name.trim())
+        .bind(request.customer_email.trim())
+        .bind(request.customer_phone.as_deref().map(str::trim))
+        .bind(request.shipping_address.trim())
+        .bind(&request.notes)
+        .bind(&ids)
+        .bind(&product_ids)
+        .bind(&names)
+        .bind(&skus)
+        .bind(&descriptions)
+        .bind(&quantities)
+        .bind(&unit_prices)
+        .bind(&totals)
+        // The timeline entry's id.
+        .bind(Uuid::now_v7())
+        .bind(EntryKind::Created.as_str())
+        .bind(&self.event.actor.role)
+        .bind(self.event.event_id)
+        .bind(EventType::OrderCreated.routing_key())
+        .bind(payload)
+        .fetch_one(executor)
+        .await
+    }
 }
 
 fn validate(request: &CreateOrderRequest) -> ApiResult<()> {
@@ -221,49 +282,20 @@ fn validate(request: &CreateOrderRequest) -> ApiResult<()> {
     v.finish()
 }
 
-async fn insert_lines(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    lines: &[PricedLine],
-) -> ApiResult<Vec<ItemRow>> {
-    let mut ids = Vec::with_capacity(lines.len());
-    let mut product_ids = Vec::with_capacity(lines.len());
-    let mut names = Vec::with_capacity(lines.len());
-    let mut skus = Vec::with_capacity(lines.len());
-    let mut descriptions = Vec::with_capacity(lines.len());
-    let mut quantities = Vec::with_capacity(lines.len());
-    let mut unit_prices = Vec::with_capacity(lines.len());
-    let mut totals = Vec::with_capacity(lines.len());
-    for line in lines {
-        ids.push(Uuid::now_v7());
-        product_ids.push(line.product.id);
-        names.push(line.product.name.clone());
-        skus.push(line.product.sku.clone());
-        descriptions.push(line.product.description.clone());
-        quantities.push(line.quantity);
-        unit_prices.push(line.product.price_minor);
-        totals.push(line.product_total().map(Money::minor).unwrap_or_default());
-    }
-    // One round trip for every line.
-    let items = sqlx::query_as(
-        "INSERT INTO order_items (id, order_id, product_id, product_name, product_sku, product_description,
-             quantity, unit_price_minor, total_price_minor)
-         SELECT id, $2, product_id, name, sku, description, quantity, unit_price, total
-         FROM UNNEST($1::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[], $9::bigint[])
-              AS l(id, product_id, name, sku, description, quantity, unit_price, total)
-         RETURNING id, order_id, product_id, product_name, product_sku, product_description, quantity,
-                   unit_price_minor, total_price_minor",
-    )
-    .bind(&ids)
-    .bind(order_id)
-    .bind(&product_ids)
-    .bind(&names)
-    .bind(&skus)
-    .bind(&descriptions)
-    .bind(&quantities)
-    .bind(&unit_prices)
-    .bind(&totals)
-    .fetch_all(conn)
-    .await?;
-    Ok(items)
+/// The order's lines, as they are stored and shown.
+fn item_rows(order_id: Uuid, lines: &[PricedLine]) -> Vec<ItemRow> {
+    lines
+        .iter()
+        .map(|line| ItemRow {
+            id: Uuid::now_v7(),
+            order_id,
+            product_id: line.product.id,
+            product_name: line.product.name.clone(),
+            product_sku: line.product.sku.clone(),
+            product_description: line.product.description.clone(),
+            quantity: line.quantity,
+            unit_price_minor: line.product.price_minor,
+            total_price_minor: line.product_total().map(Money::minor).unwrap_or_default(),
+        })
+        .collect()
 }

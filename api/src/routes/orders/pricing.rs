@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use common::domain::Money;
-use sqlx::PgConnection;
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::{
@@ -29,7 +29,7 @@ impl PricedLine {
 /// Resolves every line to an active catalogue product, checks client prices and currency,
 /// and merges lines of the same product. Lines are returned in SKU order, as orders list them.
 pub(super) async fn price_lines(
-    conn: &mut PgConnection,
+    conn: impl PgExecutor<'_>,
     lines: &[OrderLineRequest],
 ) -> ApiResult<Vec<PricedLine>> {
     let ids: Vec<Uuid> = lines.iter().filter_map(|l| l.product_id).collect();
@@ -45,7 +45,7 @@ pub(super) async fn price_lines(
     ))
     .bind(&ids)
     .bind(&skus)
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
     let by_id: HashMap<Uuid, &Product> = products.iter().map(|p| (p.id, p)).collect();
     let by_sku: HashMap<String, &Product> =
