@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark of the order pipeline on this machine (loopback only, bounded in time).
-#   1. POST /api/orders under load (wrk, 32 connections, 15 s) with 2 workers running:
-#      throughput, latency percentiles, and order-placed → confirmed latency from the timeline.
+#   1. POST /api/orders (3-line orders) under load (wrk, 32 connections) with 2 workers
+#      confirming alongside, alternated 3 times with pgbench running the same statements
+#      (bench/create_order.sql, generated from the code) at 32 clients against a copy of the
+#      schema: medians and their ratio, latency percentiles, and order-placed → confirmed
+#      latency from the timeline.
 #   2. Worker drain rate: a backlog built with the workers stopped, drained by 1 worker
 #      and by 2 workers, alternated 3 times each; medians and their ratio. Once with orders
 #      spread over 20 products, once with every order for the same product (a flash sale:
@@ -16,8 +19,13 @@ cargo build --release --quiet --bins
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/orderflow_bench
 export AMQP_EXCHANGE="bench.$$" AMQP_QUEUE="bench.$$.orders"
 export LOG_DIR="" RUST_LOG=warn PORT=8099 HOST=127.0.0.1 LOGIN_MAX_FAILURES=1000
-psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS orderflow_bench" -c "CREATE DATABASE orderflow_bench"
+PGBENCH_URL=postgres://postgres@127.0.0.1:5432/orderflow_pgbench
+for db in orderflow_bench orderflow_pgbench; do
+  psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+done
+DATABASE_URL=$PGBENCH_URL ./target/release/api migrate >/dev/null
 sql() { psql -qAt "$DATABASE_URL" -c "$1"; }
+ROUND_SECS=${ROUND_SECS:-10}
 api=http://127.0.0.1:8099
 
 pids=()
@@ -53,11 +61,29 @@ for i in $(seq 20); do
     -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price\":\"1.00\",\"stock\":100000000}" >/dev/null
 done
 
-echo "== 1. placing orders over 20 products: wrk -t2 -c32 -d15s, 2 workers running"
-export PRODUCTS=20
+echo "== 1. placing 3-line orders over 20 products: api (wrk -c32, 2 workers) vs pgbench (-c32), alternated"
+# The pgbench database gets the same customer and products (ids copied), and no relay.
+sql "COPY (SELECT * FROM users) TO STDOUT" | psql -q "$PGBENCH_URL" -c "COPY users FROM STDIN"
+sql "COPY (SELECT * FROM products) TO STDOUT" | psql -q "$PGBENCH_URL" -c "COPY products FROM STDIN"
+customer=$(sql "SELECT id FROM users WHERE username = 'buyer'")
+product() { sql "SELECT id FROM products WHERE sku = 'BENCH-$1'"; }
+export PRODUCTS=20 LINES=3
 start_workers 2
-wrk -t2 -c32 -d15s -s bench/place_order.lua $api | grep -E "requests/s|latency p|errors"
-until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ]; do sleep 0.5; done
+api_rates=() pg_rates=()
+for round in 1 2 3; do
+  out=$(wrk -t2 -c32 -d"${ROUND_SECS}s" -s bench/place_order.lua $api)
+  api_rates+=("$(echo "$out" | awk '/requests\/s/ {print $2}')")
+  [ "$round" = 2 ] && wrk_out=$out
+  until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ]; do sleep 0.5; done
+  pg_rates+=("$(pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/create_order.sql \
+    -D customer="$customer" -D product1="$(product 1)" -D product2="$(product 2)" -D product3="$(product 3)" \
+    "$PGBENCH_URL" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')")
+  echo "round $round: api ${api_rates[-1]} orders/s, pgbench ${pg_rates[-1]} tps"
+done
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+m_api=$(median "${api_rates[@]}") m_pg=$(median "${pg_rates[@]}")
+printf 'create order: api %.0f orders/s, pgbench same SQL %.0f tps, ratio %.2f\n' "$m_api" "$m_pg" "$(echo "$m_api / $m_pg" | bc -l)"
+echo "$wrk_out" | grep -E "latency p|errors"
 sql "SELECT 'orders placed ' || count(*) FROM orders"
 sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN order_events c
        ON c.order_id = p.order_id AND c.kind = 'status_changed' AND c.to_status = 'confirmed' WHERE p.kind = 'created')
@@ -68,6 +94,7 @@ sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN
 sleep 6 # the outbox gauges are sampled every 5 s
 worker_scrape=$(curl -fs http://127.0.0.1:9191/metrics)
 stop_workers
+export LINES=1
 
 echo "== 2. draining a backlog: 1 worker vs 2 workers, alternated"
 drain() {
@@ -81,7 +108,6 @@ drain() {
   printf '%d worker(s): %d orders in backlog, %.0f orders/s\n' "$1" "$backlog" "$rate" >&2
   echo "$rate"
 }
-median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 compare() {
   local one=() two=()
   for _ in 1 2 3; do one+=("$(drain 1)"); two+=("$(drain 2)"); done

@@ -79,15 +79,15 @@ macro_rules! user_columns {
 }
 pub(crate) use user_columns;
 
+/// The user behind a token; every authenticated request reads it.
+pub(crate) const FIND_BY_ID_SQL: &str =
+    concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+
 pub async fn find_by_id(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<User>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        user_columns!(),
-        " FROM users WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+    sqlx::query_as(FIND_BY_ID_SQL)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Finds a user by username or email, case-insensitively.

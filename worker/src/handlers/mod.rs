@@ -1,8 +1,9 @@
 //! Applying one order command to PostgreSQL. Knows nothing of AMQP: the consumer decodes,
 //! calls `handle`, and acknowledges only after it returned.
 //!
-//! Each command runs in ONE transaction: inbox row (dedupe by `event_id`), order row lock,
-//! sequence check, state machine, stock, timeline, notification, follow-up outbox event.
+//! Each command runs in ONE transaction of few round trips: inbox row (dedupe by
+//! `event_id`) and order row lock together, sequence check, state machine, stock (one
+//! statement), then timeline, notification and follow-up outbox event (one statement).
 
 mod cancel;
 mod created;
@@ -65,14 +66,15 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
     let mut tx = pool
         .begin_with("BEGIN; SET LOCAL lock_timeout = '5s'")
         .await?;
-    if !claim(&mut tx, envelope).await? {
+    let Some((order, claimed)) = claim_and_lock(&mut tx, envelope).await? else {
+        return Err(HandleError::Permanent(format!(
+            "order {} does not exist",
+            envelope.order_id
+        )));
+    };
+    if !claimed {
         return Ok(Outcome::Duplicate);
     }
-    let order = lock_order(&mut tx, envelope.order_id)
-        .await?
-        .ok_or_else(|| {
-            HandleError::Permanent(format!("order {} does not exist", envelope.order_id))
-        })?;
     let next_expected = order.applied_seq + 1;
     if envelope.seq < next_expected {
         return Ok(Outcome::Duplicate);
@@ -95,25 +97,33 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
     })
 }
 
-/// Writes the inbox row; `false` when this event was already processed.
-async fn claim(conn: &mut PgConnection, envelope: &Envelope) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
-        "INSERT INTO processed_messages (event_id, order_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+/// Writes the inbox row and locks the order, in one round trip. `None` when the order does
+/// not exist; otherwise the order and whether the inbox row is new (`false`: this event
+/// was already processed).
+async fn claim_and_lock(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+) -> sqlx::Result<Option<(LockedOrder, bool)>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        order: LockedOrder,
+        claimed: bool,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "WITH claimed AS (
+             INSERT INTO processed_messages (event_id, order_id) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING RETURNING 1
+         )
+         SELECT id, customer_id, status, applied_seq, tracking_number,
+                EXISTS (SELECT 1 FROM claimed) AS claimed
+         FROM orders WHERE id = $2 FOR UPDATE",
     )
     .bind(envelope.event_id)
     .bind(envelope.order_id)
-    .execute(conn)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
-async fn lock_order(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<LockedOrder>> {
-    sqlx::query_as(
-        "SELECT id, customer_id, status, applied_seq, tracking_number FROM orders WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(|row| (row.order, row.claimed)))
 }
 
 /// Decodes a command's payload; a payload that does not fit its type is permanent.

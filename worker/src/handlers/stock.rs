@@ -4,42 +4,30 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-#[derive(sqlx::FromRow)]
-struct Line {
-    sku: String,
-    stock: i32,
-    quantity: i32,
-}
-
-/// Takes every line's quantity out of stock, all or nothing. Products are locked in id
-/// order, so concurrent orders never deadlock and never oversell. `Err` lists the SKUs
-/// that are short.
+/// Takes every line's quantity out of stock, all or nothing, in one statement. Products
+/// are locked in id order, so concurrent orders never deadlock and never oversell. `Err`
+/// lists the SKUs that are short (and nothing moved).
 pub async fn reserve(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> sqlx::Result<Result<(), Vec<String>>> {
-    let lines: Vec<Line> = sqlx::query_as(
-        "SELECT p.sku, p.stock, i.quantity FROM order_items i JOIN products p ON p.id = i.product_id
-         WHERE i.order_id = $1 ORDER BY p.id FOR UPDATE OF p",
+    let short: Vec<String> = sqlx::query_scalar(
+        "WITH lines AS (
+             SELECT p.id, p.sku, p.stock, i.quantity FROM order_items i JOIN products p ON p.id = i.product_id
+             WHERE i.order_id = $1 ORDER BY p.id FOR UPDATE OF p
+         ), short AS (
+             SELECT sku FROM lines WHERE stock < quantity
+         ), moved AS (
+             UPDATE products p SET stock = p.stock - l.quantity, reserved = p.reserved + l.quantity,
+                 updated_at = now()
+             FROM lines l WHERE p.id = l.id AND NOT EXISTS (SELECT 1 FROM short)
+         )
+         SELECT sku FROM short ORDER BY sku",
     )
     .bind(order_id)
     .fetch_all(&mut *conn)
     .await?;
-    let short: Vec<String> = lines
-        .into_iter()
-        .filter(|l| l.stock < l.quantity)
-        .map(|l| l.sku)
-        .collect();
-    if !short.is_empty() {
-        return Ok(Err(short));
-    }
-    move_stock(
-        conn,
-        order_id,
-        "stock = p.stock - i.quantity, reserved = p.reserved + i.quantity",
-    )
-    .await?;
-    Ok(Ok(()))
+    Ok(if short.is_empty() { Ok(()) } else { Err(short) })
 }
 
 /// Puts a cancelled order's reserved units back on sale.

@@ -26,6 +26,13 @@ impl PricedLine {
     }
 }
 
+/// The catalogue lookup of an order's products (by id, or by lower-cased SKU).
+pub(crate) const PRICE_SQL: &str = concat!(
+    "SELECT ",
+    product_columns!(),
+    " FROM products WHERE id = ANY($1) OR lower(sku) = ANY($2)"
+);
+
 /// Resolves every line to an active catalogue product, checks client prices and currency,
 /// and merges lines of the same product. Lines are returned in SKU order, as orders list them.
 pub(super) async fn price_lines(
@@ -38,15 +45,11 @@ pub(super) async fn price_lines(
         .filter_map(|l| l.product_sku.as_deref())
         .map(str::to_lowercase)
         .collect();
-    let products: Vec<Product> = sqlx::query_as(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products WHERE id = ANY($1) OR lower(sku) = ANY($2)"
-    ))
-    .bind(&ids)
-    .bind(&skus)
-    .fetch_all(conn)
-    .await?;
+    let products: Vec<Product> = sqlx::query_as(PRICE_SQL)
+        .bind(&ids)
+        .bind(&skus)
+        .fetch_all(conn)
+        .await?;
     let by_id: HashMap<Uuid, &Product> = products.iter().map(|p| (p.id, p)).collect();
     let by_sku: HashMap<String, &Product> =
         products.iter().map(|p| (p.sku.to_lowercase(), p)).collect();
