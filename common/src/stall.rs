@@ -162,11 +162,12 @@ pub async fn skip(
 
 /// Locks a stalled order; returns the command that blocks it (the next one to apply).
 async fn lock_stalled(conn: &mut PgConnection, order_id: Uuid) -> Result<i64, ResolveError> {
-    let row: Option<(Option<DateTime<Utc>>, i64)> =
-        sqlx::query_as("SELECT stalled_at, applied_seq FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row: Option<(Option<DateTime<Utc>>, i64)> = sqlx::query_as(
+        "SELECT stalled_at, applied_seq FROM orders WHERE id = $1 FOR NO KEY UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     match row {
         None => Err(ResolveError::NotFound),
         Some((None, _)) => Err(ResolveError::NotStalled),

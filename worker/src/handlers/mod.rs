@@ -97,7 +97,8 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
     })
 }
 
-/// Writes the inbox row and locks the order, in one round trip. `None` when the order does
+/// Writes the inbox row and locks the order (`NO KEY UPDATE`: the timeline and
+/// notification rows that reference it need not wait), in one round trip. `None` when the order does
 /// not exist; otherwise the order and whether the inbox row is new (`false`: this event
 /// was already processed).
 async fn claim_and_lock(
@@ -117,7 +118,7 @@ async fn claim_and_lock(
          )
          SELECT id, customer_id, status, applied_seq, tracking_number,
                 EXISTS (SELECT 1 FROM claimed) AS claimed
-         FROM orders WHERE id = $2 FOR UPDATE",
+         FROM orders WHERE id = $2 FOR NO KEY UPDATE",
     )
     .bind(envelope.event_id)
     .bind(envelope.order_id)

@@ -5,8 +5,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Takes every line's quantity out of stock, all or nothing, in one statement. Products
-/// are locked in id order, so concurrent orders never deadlock and never oversell. `Err`
-/// lists the SKUs that are short (and nothing moved).
+/// are locked in id order, so concurrent orders never deadlock and never oversell. The
+/// lock is `NO KEY UPDATE`: it does not block the foreign-key checks of orders being
+/// placed for the same products (`FOR UPDATE` made every placement wait for the
+/// reservations in flight). `Err` lists the SKUs that are short (and nothing moved).
 pub async fn reserve(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -14,7 +16,7 @@ pub async fn reserve(
     let short: Vec<String> = sqlx::query_scalar(
         "WITH lines AS (
              SELECT p.id, p.sku, p.stock, i.quantity FROM order_items i JOIN products p ON p.id = i.product_id
-             WHERE i.order_id = $1 ORDER BY p.id FOR UPDATE OF p
+             WHERE i.order_id = $1 ORDER BY p.id FOR NO KEY UPDATE OF p
          ), short AS (
              SELECT sku FROM lines WHERE stock < quantity
          ), moved AS (

@@ -166,7 +166,7 @@ async fn write_command(
     // The row lock serialises commands of one order, so sequence numbers follow acceptance.
     let order: CommandTarget = sqlx::query_as(
         "SELECT status, projected_status, tracking_number, stalled_reason FROM orders
-         WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2) FOR UPDATE",
+         WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2) FOR NO KEY UPDATE",
     )
     .bind(order_id)
     .bind(owner_filter(user))

@@ -92,7 +92,7 @@ pub async fn update_order(
     let current: OrderRow = sqlx::query_as(concat!(
         "SELECT ",
         order_columns!(),
-        " FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2) FOR UPDATE"
+        " FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2) FOR NO KEY UPDATE"
     ))
     .bind(id)
     .bind(owner_filter(&user))
