@@ -1,5 +1,5 @@
--- Generated from the api's code by `BLESS=1 cargo test -p api the_benchmark`: the
--- statements one POST /api/orders runs (the caller's account, pricing, the insert).
+-- Made from the api's code by `BLESS=1 cargo test -p api bench_scripts`: the statements
+-- one POST /api/orders runs (the caller's account, pricing, the insert).
 \set n random(1, 1000000000000)
 SELECT id, email, username, full_name, password_hash, role, is_active, created_at, updated_at, token_version FROM users WHERE id = :customer::uuid;
 SELECT id, sku, name, description, price_minor, currency, stock, reserved, is_active, created_at, updated_at FROM products WHERE id = ANY(ARRAY[]::uuid[]) OR lower(sku) = ANY(ARRAY['bench-1', 'bench-2', 'bench-3']);

@@ -9,6 +9,9 @@
 #      and by 2 workers, alternated 3 times each; medians and their ratio. Once with orders
 #      spread over 20 products, once with every order for the same product (a flash sale:
 #      one hot row that every reservation must lock in turn).
+#   4. GET /api/orders/my (first page of 20, with lines) for a customer with 10,000 orders,
+#      alternated 3 times with pgbench running the same statements (bench/list_my_orders.sql).
+#   5. The api's and a worker's metrics, scraped after the runs.
 # Uses its own database (orderflow_bench) and its own exchange and queues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,7 @@ cargo build --release --quiet --bins
 
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/orderflow_bench
 export AMQP_EXCHANGE="bench.$$" AMQP_QUEUE="bench.$$.orders"
-export LOG_DIR="" RUST_LOG=warn PORT=8099 HOST=127.0.0.1 LOGIN_MAX_FAILURES=1000
+export LOG_DIR="" RUST_LOG=error PORT=8099 HOST=127.0.0.1 LOGIN_MAX_FAILURES=1000
 PGBENCH_URL=postgres://postgres@127.0.0.1:5432/orderflow_pgbench
 for db in orderflow_bench orderflow_pgbench; do
   psql -q postgres://postgres@127.0.0.1:5432/postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
@@ -39,12 +42,13 @@ delete_bench_queues() {
 }
 trap cleanup EXIT
 
-./target/release/api & pids+=($!)
+./target/release/api >&2 & pids+=($!)
 until curl -fs $api/health/ready >/dev/null; do sleep 0.2; done
 # Worker i serves its metrics on port 9190+i.
 start_workers() {
   workers=()
-  for i in $(seq "$1"); do METRICS_ADDR="127.0.0.1:$((9190 + i))" ./target/release/worker & workers+=($!); pids+=($!); done
+  # Their logs go to stderr, never into a captured result.
+  for i in $(seq "$1"); do METRICS_ADDR="127.0.0.1:$((9190 + i))" ./target/release/worker >&2 & workers+=($!); pids+=($!); done
 }
 # The pipeline's counters and histogram sums from a scrape, without HELP/TYPE or buckets.
 summarize_metrics() { grep -E '^orderflow_' | grep -v '_bucket{' ; }
@@ -118,7 +122,41 @@ compare() {
 PRODUCTS=20 compare "orders over 20 products"
 PRODUCTS=1 compare "every order for one product"
 
-echo "== 3. metrics scraped after the benchmark"
+echo "== 4. GET /api/orders/my (page of 20 with lines) for a customer with 10,000 orders: api (wrk -c32) vs pgbench (-c32), alternated"
+sql "INSERT INTO users (id, email, username, full_name, password_hash, role)
+     SELECT gen_random_uuid(), 'reader@bench.test', 'reader', 'Reader', password_hash, 'customer' FROM users WHERE username = 'buyer'"
+reader=$(sql "SELECT id FROM users WHERE username = 'reader'")
+sql "WITH o AS (
+       INSERT INTO orders (id, customer_id, status, projected_status, currency, total_amount_minor, items_count,
+                           customer_name, customer_email, shipping_address, applied_seq, last_seq, created_at)
+       SELECT gen_random_uuid(), '$reader', 'confirmed', 'confirmed', 'USD', 300, 3, 'Reader', 'reader@bench.test',
+              '1 Read Street', 1, 1, now() - make_interval(secs => g)
+       FROM generate_series(1, 10000) g RETURNING id)
+     INSERT INTO order_items (id, order_id, product_id, product_name, product_sku, quantity, unit_price_minor, total_price_minor)
+     SELECT gen_random_uuid(), o.id, p.id, p.name, p.sku, 1, 100, 100
+     FROM o CROSS JOIN (SELECT * FROM products WHERE sku IN ('BENCH-1', 'BENCH-2', 'BENCH-3')) p"
+sql "VACUUM ANALYZE orders" ; sql "VACUUM ANALYZE order_items"
+sql "COPY (SELECT * FROM users WHERE username = 'reader') TO STDOUT" | psql -q "$PGBENCH_URL" -c "COPY users FROM STDIN"
+sql "COPY (SELECT * FROM orders WHERE customer_id = '$reader') TO STDOUT" | psql -q "$PGBENCH_URL" -c "COPY orders FROM STDIN"
+sql "COPY (SELECT i.* FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.customer_id = '$reader') TO STDOUT" \
+  | psql -q "$PGBENCH_URL" -c "COPY order_items FROM STDIN"
+psql -qAt "$PGBENCH_URL" -c "VACUUM ANALYZE orders" -c "VACUUM ANALYZE order_items"
+page_ids=$(sql "SELECT '{' || string_agg(id::text, ',') || '}' FROM (SELECT id FROM orders WHERE customer_id = '$reader' ORDER BY created_at DESC, id DESC LIMIT 20) t")
+export TOKEN=$(login reader bench-buyer-password)
+api_rates=() pg_rates=()
+for round in 1 2 3; do
+  out=$(wrk -t2 -c32 -d"${ROUND_SECS}s" -s bench/list_my_orders.lua $api)
+  api_rates+=("$(echo "$out" | awk '/requests\/s/ {print $2}')")
+  [ "$round" = 2 ] && wrk_out=$out
+  pg_rates+=("$(pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/list_my_orders.sql \
+    -D customer="$reader" -D page_ids="$page_ids" "$PGBENCH_URL" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')")
+  echo "round $round: api ${api_rates[-1]} requests/s, pgbench ${pg_rates[-1]} tps"
+done
+m_api=$(median "${api_rates[@]}") m_pg=$(median "${pg_rates[@]}")
+printf 'list my orders: api %.0f requests/s, pgbench same SQL %.0f tps, ratio %.2f\n' "$m_api" "$m_pg" "$(echo "$m_api / $m_pg" | bc -l)"
+echo "$wrk_out" | grep -E "latency p|errors"
+
+echo "== 5. metrics scraped after the benchmark"
 echo "-- api (all runs):"
 curl -fs $api/metrics | summarize_metrics
 echo "-- worker 1 of run 1:"

@@ -2,6 +2,8 @@
 
 pub mod accounts;
 pub mod auth;
+#[cfg(test)]
+mod bench_scripts;
 pub mod cli;
 pub mod detach;
 pub mod error;

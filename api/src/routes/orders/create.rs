@@ -172,7 +172,7 @@ async fn place(
 
 /// The order, its lines, its first timeline entry and its `order.created` event, in ONE
 /// statement: one round trip, and atomic on its own. `bench/create_order.sql` runs it
-/// under pgbench (see the test below).
+/// under pgbench (see `bench_scripts`).
 pub(crate) const INSERT_ORDER_SQL: &str = concat!(
     "WITH created AS (
          INSERT INTO orders (id, customer_id, currency, total_amount_minor, items_count, customer_name,
@@ -301,87 +301,4 @@ fn item_rows(order_id: Uuid, lines: &[PricedLine]) -> Vec<ItemRow> {
             total_price_minor: line.product_total().map(Money::minor).unwrap_or_default(),
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::INSERT_ORDER_SQL;
-    use crate::{accounts::FIND_BY_ID_SQL, routes::orders::pricing::PRICE_SQL};
-
-    /// What pgbench puts where the api binds a parameter, for a 3-line order of BENCH-1..3
-    /// (1.00 each) by the customer in `:customer`. Ids are time-ordered like the api's v7
-    /// ids, derived from the client and a random number so each is the same wherever the
-    /// statement repeats it.
-    fn id(salt: &str) -> String {
-        format!(
-            "overlay(md5(:client_id || '-' || :n || '{salt}') placing lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint), 12, '0') from 1 for 12)::uuid"
-        )
-    }
-
-    fn pgbench_script() -> String {
-        let envelope = r#"'{"schema_version": 1, "type": "order.created", "seq": 1, "actor": {"role": "customer"}, "correlation_id": "0196f0e0-5a4b-7c1d-9e2f-3a4b5c6d7e8f", "occurred_at": "2026-11-25T12:00:00Z", "payload": {"currency": "USD", "items_count": 3, "total_amount": "3.00"}}'::jsonb"#;
-        let price_params = [
-            "ARRAY[]::uuid[]".to_owned(),
-            "ARRAY['bench-1', 'bench-2', 'bench-3']".to_owned(),
-        ];
-        let insert_params = [
-            id("order"),
-            ":customer::uuid".to_owned(),
-            "'USD'".to_owned(),
-            "300".to_owned(),
-            "3".to_owned(),
-            "'Bench'".to_owned(),
-            "'bench@example.com'".to_owned(),
-            "NULL::text".to_owned(),
-            "'1 Load Street'".to_owned(),
-            "NULL::text".to_owned(),
-            format!("ARRAY[{}, {}, {}]", id("line1"), id("line2"), id("line3")),
-            "ARRAY[:product1, :product2, :product3]::uuid[]".to_owned(),
-            "ARRAY['Bench item 1', 'Bench item 2', 'Bench item 3']".to_owned(),
-            "ARRAY['BENCH-1', 'BENCH-2', 'BENCH-3']".to_owned(),
-            "ARRAY[NULL, NULL, NULL]::text[]".to_owned(),
-            "ARRAY[1, 1, 1]".to_owned(),
-            "ARRAY[100, 100, 100]".to_owned(),
-            "ARRAY[100, 100, 100]".to_owned(),
-            id("entry"),
-            "'created'".to_owned(),
-            "'customer'".to_owned(),
-            id("event"),
-            "'order.created'".to_owned(),
-            envelope.to_owned(),
-        ];
-        format!(
-            "-- Generated from the api's code by `BLESS=1 cargo test -p api the_benchmark`: the\n\
-             -- statements one POST /api/orders runs (the caller's account, pricing, the insert).\n\
-             \\set n random(1, 1000000000000)\n{};\n{};\n{};\n",
-            substitute(FIND_BY_ID_SQL, &[":customer::uuid".to_owned()]),
-            substitute(PRICE_SQL, &price_params),
-            substitute(INSERT_ORDER_SQL, &insert_params)
-        )
-    }
-
-    /// Replaces `$1`…`$n` (highest first, so `$1` never eats the start of `$12`).
-    fn substitute(sql: &str, params: &[String]) -> String {
-        let mut text = sql.to_owned();
-        for (i, value) in params.iter().enumerate().rev() {
-            text = text.replace(&format!("${}", i + 1), value);
-        }
-        assert!(!text.contains('$'), "every parameter has a pgbench value");
-        // pgbench reads one statement per line unless it ends with `;`; keep it on one.
-        text.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
-
-    #[test]
-    fn the_benchmark_runs_the_statements_an_order_creation_runs() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/create_order.sql");
-        let expected = pgbench_script();
-        if std::env::var_os("BLESS").is_some() {
-            std::fs::write(path, &expected).expect("write the pgbench script");
-        }
-        let actual = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            actual == expected,
-            "bench/create_order.sql no longer matches the code: run `BLESS=1 cargo test -p api the_benchmark`"
-        );
-    }
 }

@@ -16,6 +16,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::state::AppState;
 
 pub use model::{OrderItemResponse, OrderResponse};
+/// The statements the pgbench scripts are made from (see `bench_scripts`).
+#[cfg(test)]
+pub(crate) use {
+    create::INSERT_ORDER_SQL, model::ITEMS_OF_SQL, pricing::PRICE_SQL, read::CUSTOMER_PAGE_SQL,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

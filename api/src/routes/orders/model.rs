@@ -162,19 +162,21 @@ pub async fn find_visible(
     .ok_or(ApiError::NotFound(NO_ORDER))
 }
 
+/// The lines of several orders.
+pub(crate) const ITEMS_OF_SQL: &str =
+    "SELECT id, order_id, product_id, product_name, product_sku, product_description, quantity,
+        unit_price_minor, total_price_minor
+ FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_sku COLLATE \"C\"";
+
 /// Lines of several orders at once, grouped by order.
 pub async fn items_of(
     conn: &mut PgConnection,
     order_ids: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, Vec<ItemRow>>> {
-    let rows: Vec<ItemRow> = sqlx::query_as(
-        "SELECT id, order_id, product_id, product_name, product_sku, product_description, quantity,
-                unit_price_minor, total_price_minor
-         FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_sku COLLATE \"C\"",
-    )
-    .bind(order_ids)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<ItemRow> = sqlx::query_as(ITEMS_OF_SQL)
+        .bind(order_ids)
+        .fetch_all(conn)
+        .await?;
     let mut grouped: HashMap<Uuid, Vec<ItemRow>> = HashMap::new();
     for row in rows {
         grouped.entry(row.order_id).or_default().push(row);

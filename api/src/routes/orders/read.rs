@@ -82,6 +82,34 @@ pub async fn list_orders(
     list(&state, filter, params.page, params.size, user.role).await
 }
 
+macro_rules! filters {
+    () => {
+        " AND ($2::order_status IS NULL OR status = $2) AND ($3::bool IS NULL OR (stalled_at IS NOT NULL) = $3)"
+    };
+}
+
+/// A page of orders and the total, in one round trip.
+macro_rules! page_of {
+    ($owner:literal) => {
+        concat!(
+            "SELECT ",
+            order_columns!(),
+            ", (SELECT count(*) FROM orders WHERE ",
+            $owner,
+            filters!(),
+            ") AS total FROM orders WHERE ",
+            $owner,
+            filters!(),
+            " ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+        )
+    };
+}
+
+/// A customer's list has its own text, so the plan PostgreSQL caches for it always uses
+/// the customer index. `bench/list_my_orders.sql` runs it under pgbench.
+pub(crate) const CUSTOMER_PAGE_SQL: &str = page_of!("customer_id = $1");
+const ALL_PAGE_SQL: &str = page_of!("$1::uuid IS NULL");
+
 /// One order of a page, with the number of orders on all pages.
 #[derive(sqlx::FromRow)]
 struct PageRow {
@@ -118,32 +146,10 @@ async fn list(
 ) -> ApiResult<Json<Page<OrderResponse>>> {
     let page = page_request(page, size)?;
     let mut conn = state.pool.acquire().await?;
-    // The page and the total in one round trip. A customer's list has its own text, so
-    // the plan PostgreSQL caches for it always uses the customer index.
-    macro_rules! filters {
-        () => {
-            " AND ($2::order_status IS NULL OR status = $2) AND ($3::bool IS NULL OR (stalled_at IS NOT NULL) = $3)"
-        };
-    }
-    macro_rules! page_of {
-        ($owner:literal) => {
-            concat!(
-                "SELECT ",
-                order_columns!(),
-                ", (SELECT count(*) FROM orders WHERE ",
-                $owner,
-                filters!(),
-                ") AS total FROM orders WHERE ",
-                $owner,
-                filters!(),
-                " ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
-            )
-        };
-    }
     let sql = if filter.customer.is_some() {
-        page_of!("customer_id = $1")
+        CUSTOMER_PAGE_SQL
     } else {
-        page_of!("$1::uuid IS NULL")
+        ALL_PAGE_SQL
     };
     let rows: Vec<PageRow> = sqlx::query_as(sql)
         .bind(filter.customer)
