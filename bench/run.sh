@@ -12,6 +12,7 @@
 #   4. GET /api/orders/my (first page of 20, with lines) for a customer with 10,000 orders,
 #      alternated 3 times with pgbench running the same statements (bench/list_my_orders.sql).
 #   5. The api's and a worker's metrics, scraped after the runs.
+# `bench/run.sh --smoke` runs every step for a second or two (CI does, so it never rots).
 # Uses its own database (orderflow_bench) and its own exchange and queues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,12 @@ for db in orderflow_bench orderflow_pgbench; do
 done
 DATABASE_URL=$PGBENCH_URL ./target/release/api migrate >/dev/null
 sql() { psql -qAt "$DATABASE_URL" -c "$1"; }
-ROUND_SECS=${ROUND_SECS:-10}
+# --smoke: seconds instead of minutes, so CI runs every step; its numbers mean nothing.
+if [ "${1:-}" = --smoke ]; then
+  ROUND_SECS=2 BACKLOG_SECS=1 READER_ORDERS=1000
+else
+  ROUND_SECS=10 BACKLOG_SECS=4 READER_ORDERS=10000
+fi
 api=http://127.0.0.1:8099
 
 pids=()
@@ -102,7 +108,7 @@ export LINES=1
 
 echo "== 2. draining a backlog: 1 worker vs 2 workers, alternated"
 drain() {
-  wrk -t2 -c16 -d4s -s bench/place_order.lua $api >/dev/null
+  wrk -t2 -c16 -d"${BACKLOG_SECS}s" -s bench/place_order.lua $api >/dev/null
   local backlog; backlog=$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")
   local started; started=$(date +%s.%N)
   start_workers "$1"
@@ -122,7 +128,7 @@ compare() {
 PRODUCTS=20 compare "orders over 20 products"
 PRODUCTS=1 compare "every order for one product"
 
-echo "== 4. GET /api/orders/my (page of 20 with lines) for a customer with 10,000 orders: api (wrk -c32) vs pgbench (-c32), alternated"
+echo "== 4. GET /api/orders/my (page of 20 with lines) for a customer with $READER_ORDERS orders: api (wrk -c32) vs pgbench (-c32), alternated"
 sql "INSERT INTO users (id, email, username, full_name, password_hash, role)
      SELECT gen_random_uuid(), 'reader@bench.test', 'reader', 'Reader', password_hash, 'customer' FROM users WHERE username = 'buyer'"
 reader=$(sql "SELECT id FROM users WHERE username = 'reader'")
@@ -131,7 +137,7 @@ sql "WITH o AS (
                            customer_name, customer_email, shipping_address, applied_seq, last_seq, created_at)
        SELECT gen_random_uuid(), '$reader', 'confirmed', 'confirmed', 'USD', 300, 3, 'Reader', 'reader@bench.test',
               '1 Read Street', 1, 1, now() - make_interval(secs => g)
-       FROM generate_series(1, 10000) g RETURNING id)
+       FROM generate_series(1, $READER_ORDERS) g RETURNING id)
      INSERT INTO order_items (id, order_id, product_id, product_name, product_sku, quantity, unit_price_minor, total_price_minor)
      SELECT gen_random_uuid(), o.id, p.id, p.name, p.sku, 1, 100, 100
      FROM o CROSS JOIN (SELECT * FROM products WHERE sku IN ('BENCH-1', 'BENCH-2', 'BENCH-3')) p"
