@@ -9,6 +9,8 @@
 #      and by 2 workers, alternated 3 times each; medians and their ratio. Once with orders
 #      spread over 20 products, once with every order for the same product (a flash sale:
 #      one hot row that every reservation must lock in turn).
+#   3. A flash sale: 500 units of one product, orders for one unit each for 10 s; exactly
+#      500 must be confirmed and the rest cancelled out of stock.
 #   4. GET /api/orders/my (first page of 20, with lines) for a customer with 10,000 orders,
 #      alternated 3 times with pgbench running the same statements (bench/list_my_orders.sql).
 #   5. The api's and a worker's metrics, scraped after the runs.
@@ -48,7 +50,7 @@ delete_bench_queues() {
 }
 trap cleanup EXIT
 
-./target/release/api >&2 & pids+=($!)
+./target/release/api >&2 & pids+=($!); api_pid=$!
 until curl -fs $api/health/ready >/dev/null; do sleep 0.2; done
 # Worker i serves its metrics on port 9190+i.
 start_workers() {
@@ -79,12 +81,29 @@ customer=$(sql "SELECT id FROM users WHERE username = 'buyer'")
 product() { sql "SELECT id FROM products WHERE sku = 'BENCH-$1'"; }
 export PRODUCTS=20 LINES=3
 start_workers 2
-api_rates=() pg_rates=()
+# CPU seconds per process name, summed over its processes (PostgreSQL's backends included).
+cpu_seconds() {
+  local ticks=0 pid
+  for pid in $(pgrep -x "$1"); do
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$ticks / $(getconf CLK_TCK)" | bc -l
+}
+processes=(postgres beam.smp api worker)
+declare -A cpu_used=()
+api_rates=() pg_rates=() measured_orders=0
 for round in 1 2 3; do
+  declare -A cpu_start=()
+  for c in "${processes[@]}"; do cpu_start[$c]=$(cpu_seconds "$c"); done
+  before=$(sql "SELECT count(*) FROM orders")
   out=$(wrk -t2 -c32 -d"${ROUND_SECS}s" -s bench/place_order.lua $api)
   api_rates+=("$(echo "$out" | awk '/requests\/s/ {print $2}')")
   [ "$round" = 2 ] && wrk_out=$out
   until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ]; do sleep 0.5; done
+  measured_orders=$((measured_orders + $(sql "SELECT count(*) FROM orders") - before))
+  for c in "${processes[@]}"; do
+    cpu_used[$c]=$(echo "${cpu_used[$c]:-0} + $(cpu_seconds "$c") - ${cpu_start[$c]}" | bc)
+  done
   pg_rates+=("$(pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/create_order.sql \
     -D customer="$customer" -D product1="$(product 1)" -D product2="$(product 2)" -D product3="$(product 3)" \
     "$PGBENCH_URL" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')")
@@ -101,8 +120,13 @@ sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN
        round(extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY d)) * 1000, 1),
        round(extract(epoch FROM percentile_cont(0.9) WITHIN GROUP (ORDER BY d)) * 1000, 1),
        round(extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d)) * 1000, 1)) FROM t"
+echo "CPU per 1,000 orders placed and confirmed ($measured_orders orders, api rounds only):"
+for c in "${processes[@]}"; do
+  printf '  %-9s %.2f s\n' "$c" "$(echo "${cpu_used[$c]} * 1000 / $measured_orders" | bc -l)"
+done
 sleep 6 # the outbox gauges are sampled every 5 s
 worker_scrape=$(curl -fs http://127.0.0.1:9191/metrics)
+worker_peak=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/${workers[0]}/status")
 stop_workers
 export LINES=1
 
@@ -127,6 +151,18 @@ compare() {
 }
 PRODUCTS=20 compare "orders over 20 products"
 PRODUCTS=1 compare "every order for one product"
+
+echo "== 3. flash sale: one product with 500 in stock, ${ROUND_SECS}s of one-unit orders with 2 workers running"
+sql "UPDATE products SET stock = 500, reserved = 0 WHERE sku = 'BENCH-1'"
+since=$(sql "SELECT now()")
+start_workers 2
+PRODUCTS=1 LINES=1 wrk -t2 -c32 -d"${ROUND_SECS}s" -s bench/place_order.lua $api | grep -E "requests/s"
+until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ]; do sleep 0.2; done
+stop_workers
+sql "SELECT format('%s orders: %s confirmed, %s cancelled out of stock; stock left %s, reserved %s',
+       count(*), count(*) FILTER (WHERE o.status = 'confirmed'), count(*) FILTER (WHERE o.status = 'cancelled'),
+       (SELECT stock FROM products WHERE sku = 'BENCH-1'), (SELECT reserved FROM products WHERE sku = 'BENCH-1'))
+     FROM orders o WHERE o.created_at >= '$since'"
 
 echo "== 4. GET /api/orders/my (page of 20 with lines) for a customer with $READER_ORDERS orders: api (wrk -c32) vs pgbench (-c32), alternated"
 sql "INSERT INTO users (id, email, username, full_name, password_hash, role)
@@ -167,3 +203,4 @@ echo "-- api (all runs):"
 curl -fs $api/metrics | summarize_metrics
 echo "-- worker 1 of run 1:"
 echo "$worker_scrape" | summarize_metrics
+echo "peak resident memory: api $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$api_pid/status") at the end, worker 1 of run 1 $worker_peak"
