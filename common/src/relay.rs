@@ -248,16 +248,21 @@ impl Relay {
     }
 
     /// Stamps confirmed rows, backs off or parks refused ones, and releases unresolved ones.
+    ///
+    /// The three stamps touch different rows and each stands on its own, so they need no
+    /// transaction (a crash between them only lets a claim lapse), and a round in which
+    /// everything went out runs just one statement.
     async fn record(&self, result: &RoundResult) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE outbox SET published_at = now(), publications = publications + 1,
-                 attempts = 0, last_error = NULL
-             WHERE id = ANY($1)",
-        )
-        .bind(&result.sent)
-        .execute(&mut *tx)
-        .await?;
+        if !result.sent.is_empty() {
+            sqlx::query(
+                "UPDATE outbox SET published_at = now(), publications = publications + 1,
+                     attempts = 0, last_error = NULL
+                 WHERE id = ANY($1)",
+            )
+            .bind(&result.sent)
+            .execute(&self.pool)
+            .await?;
+        }
         if !result.failed.is_empty() {
             let ids: Vec<i64> = result.failed.iter().map(|f| f.id).collect();
             let reasons: Vec<&str> = result.failed.iter().map(|f| f.reason).collect();
@@ -276,7 +281,7 @@ impl Relay {
             .bind(FIRST_RETRY_SECS)
             .bind(MAX_RETRY_SECS)
             .bind(PARK_AFTER_ATTEMPTS)
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await?
             .into_iter()
             .flatten()
@@ -294,13 +299,14 @@ impl Relay {
             }
             metrics::counter!("orderflow_outbox_parked_total").increment(parked.len() as u64);
         }
-        sqlx::query(
-            "UPDATE outbox SET next_attempt_at = now() WHERE id = ANY($1) AND published_at IS NULL",
-        )
-        .bind(&result.unresolved)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        if !result.unresolved.is_empty() {
+            sqlx::query(
+                "UPDATE outbox SET next_attempt_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+            )
+            .bind(&result.unresolved)
+            .execute(&self.pool)
+            .await?;
+        }
         metrics::counter!("orderflow_outbox_published_total").increment(result.sent.len() as u64);
         Ok(())
     }
