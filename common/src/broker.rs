@@ -1,7 +1,7 @@
 //! RabbitMQ connection (with back-off) and the topology both binaries declare.
 //!
 //! ```text
-//! relays ────▶ <exchange> (topic) ──order.created / *_requested──▶ <queue> (quorum) ──▶ workers
+//! relays ─────▶ <exchange> (topic) ──order.created / *_requested──▶ <queue> (quorum) ──▶ workers
 //!                    ▲                                                    │ delivery limit
 //!   <exchange>.retry.<N>ms ─▶ <queue>.retry.<N>ms (TTL N, back) ◀─────────┤ early / transient
 //!                                                                         ▼
