@@ -1,23 +1,8 @@
-//! Writing events to the outbox table, inside the caller's transaction, so an event exists
-//! exactly when the change it announces was committed.
+//! The outbox table, seen from outside the relay: rows parked for an operator, and the
+//! backlog as gauges. (Events are written into it by the statements that make the change
+//! they announce, so an event exists exactly when its change was committed.)
 
-use sqlx::{PgConnection, PgPool};
-
-use crate::events::Envelope;
-
-/// Adds `envelope` to the outbox; the relay publishes it after commit.
-pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> sqlx::Result<()> {
-    let payload = serde_json::to_value(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("INSERT INTO outbox (event_id, order_id, seq, routing_key, payload) VALUES ($1, $2, $3, $4, $5)")
-        .bind(envelope.event_id)
-        .bind(envelope.order_id)
-        .bind(envelope.seq)
-        .bind(envelope.event_type.routing_key())
-        .bind(payload)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
+use sqlx::PgPool;
 
 /// A row the relay set aside, as an operator sees it.
 #[derive(Debug, serde::Serialize, sqlx::FromRow)]

@@ -409,3 +409,18 @@ impl Drop for TestApp {
         let _ = cleanup.join();
     }
 }
+
+/// Writes `envelope` into the outbox as the api and workers do, for the relay to publish.
+pub async fn enqueue(conn: &mut sqlx::PgConnection, envelope: &common::events::Envelope) {
+    sqlx::query(
+        "INSERT INTO outbox (event_id, order_id, seq, routing_key, payload) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.order_id)
+    .bind(envelope.seq)
+    .bind(envelope.event_type.routing_key())
+    .bind(serde_json::to_value(envelope).expect("json"))
+    .execute(conn)
+    .await
+    .expect("outbox row");
+}

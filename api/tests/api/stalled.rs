@@ -60,9 +60,7 @@ async fn a_dead_lettered_command_stalls_its_order_until_an_admin_skips_it(pool: 
         .execute(&mut *tx)
         .await
         .expect("seq");
-    common::outbox::enqueue(&mut tx, &poison)
-        .await
-        .expect("enqueue");
+    crate::helpers::enqueue(&mut tx, &poison).await;
     tx.commit().await.expect("commit");
 
     let reason = wait_until_stalled(&app, &admin, &id).await;

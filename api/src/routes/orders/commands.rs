@@ -1,13 +1,12 @@
 //! Status changes and cancellations: checked against the order's projected status, then
-//! queued for the workers (202). Each gets the order's next sequence number, so workers
-//! apply them in the order they were accepted.
+//! queued for the workers (202) in one conditional statement. Each gets the order's next
+//! sequence number, so workers apply them in the order they were accepted.
 
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::{OrderStatus, status::Initiator},
     events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested},
-    outbox,
-    timeline::{self, Entry, EntryKind},
+    timeline::EntryKind,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -54,6 +53,7 @@ struct CommandTarget {
     projected_status: OrderStatus,
     tracking_number: Option<String>,
     stalled_reason: Option<String>,
+    last_seq: i64,
 }
 
 #[utoipa::path(
@@ -64,7 +64,7 @@ struct CommandTarget {
         (status = 202, description = "Queued for a worker", body = CommandAccepted),
         (status = 403, description = "Customers cannot change status", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Impossible from the projected status (`invalid_transition`), or the order is stalled until staff resolve it (`order_stalled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Impossible from the projected status (`invalid_transition`), or the order is stalled until staff resolve it (`order_stalled`), or other changes were accepted at the same moment (`concurrent_change`, retry)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Shipping without a tracking number, or invalid input", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -101,7 +101,7 @@ pub async fn change_status(
     responses(
         (status = 202, description = "Cancellation queued for a worker", body = CommandAccepted),
         (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Too late to cancel (customers: once processing; staff: once shipped), or the order is stalled (`order_stalled`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too late to cancel (customers: once processing; staff: once shipped), or the order is stalled (`order_stalled`), or other changes were accepted at the same moment (`concurrent_change`, retry)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel_order(
@@ -151,6 +151,28 @@ async fn enqueue(
     result
 }
 
+/// How often a command is re-read and re-checked after another command for the same order
+/// was accepted between its read and its write.
+const MAX_RACES: usize = 8;
+
+/// Queues a command in one statement, only if the order is still as it was read (same
+/// sequence number, not stalled): its `last_seq` is the version the check was made against.
+const QUEUE_COMMAND_SQL: &str = "WITH bumped AS (
+         UPDATE orders SET projected_status = $2, last_seq = $3, updated_at = now()
+         WHERE id = $1 AND last_seq = $3 - 1 AND stalled_at IS NULL
+         RETURNING id
+     ), logged AS (
+         INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq)
+         SELECT $4, id, $5, $6, $2, $7, $8, $9, $3 FROM bumped
+     ), queued AS (
+         INSERT INTO outbox (event_id, order_id, seq, routing_key, payload)
+         SELECT $10, id, $3, $11, $12 FROM bumped
+     )
+     SELECT count(*) FROM bumped";
+
+/// Reads the order, checks the command against it, and queues it in one conditional
+/// statement: two round trips and no transaction. A command that raced another for the
+/// same order is read and checked again, so sequence numbers still follow acceptance.
 async fn write_command(
     state: &AppState,
     user: &CurrentUser,
@@ -162,17 +184,84 @@ async fn write_command(
         Command::Change(change) => change.status,
         Command::Cancel { .. } => OrderStatus::Cancelled,
     };
-    let mut tx = state.pool.begin().await?;
-    // The row lock serialises commands of one order, so sequence numbers follow acceptance.
-    let order: CommandTarget = sqlx::query_as(
-        "SELECT status, projected_status, tracking_number, stalled_reason FROM orders
-         WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2) FOR NO KEY UPDATE",
-    )
-    .bind(order_id)
-    .bind(owner_filter(user))
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(ApiError::NotFound(NO_ORDER))?;
+    let needs_tracking = match &command {
+        Command::Change(change) => {
+            target.requires_tracking_number() && change.tracking_number.is_none()
+        }
+        Command::Cancel { .. } => false,
+    };
+    let actor = Actor {
+        user_id: Some(user.id),
+        role: user.role.as_str().to_owned(),
+    };
+    let (kind, event_type, reason, payload) = match command {
+        Command::Change(change) => (
+            EntryKind::StatusChangeRequested,
+            EventType::StatusChangeRequested,
+            change.note.clone(),
+            serde_json::to_value(change),
+        ),
+        Command::Cancel { reason } => (
+            EntryKind::CancelRequested,
+            EventType::CancelRequested,
+            reason.clone(),
+            serde_json::to_value(CancelRequested { reason }),
+        ),
+    };
+    let payload = payload.map_err(anyhow::Error::from)?;
+    for _ in 0..MAX_RACES {
+        let order: CommandTarget = sqlx::query_as(
+            "SELECT status, projected_status, tracking_number, stalled_reason, last_seq FROM orders
+             WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2)",
+        )
+        .bind(order_id)
+        .bind(owner_filter(user))
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound(NO_ORDER))?;
+        check(&order, target, user, needs_tracking)?;
+        let seq = order.last_seq + 1;
+        let envelope = Envelope::new(
+            event_type,
+            order_id,
+            seq,
+            actor.clone(),
+            request_id,
+            payload.clone(),
+        );
+        let body = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
+        let queued: i64 = sqlx::query_scalar(QUEUE_COMMAND_SQL)
+            .bind(order_id)
+            .bind(target)
+            .bind(seq)
+            .bind(Uuid::now_v7())
+            .bind(kind.as_str())
+            .bind(order.projected_status)
+            .bind(actor.user_id)
+            .bind(&actor.role)
+            .bind(&reason)
+            .bind(envelope.event_id)
+            .bind(event_type.routing_key())
+            .bind(body)
+            .fetch_one(&state.pool)
+            .await?;
+        if queued == 1 {
+            return Ok(accepted(state, order_id, &envelope, order.status, target));
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_change",
+        "Other changes to this order were accepted at the same moment; retry.",
+    ))
+}
+
+/// Whether `user` may ask for `target` now, judged against the order as read.
+fn check(
+    order: &CommandTarget,
+    target: OrderStatus,
+    user: &CurrentUser,
+    needs_tracking: bool,
+) -> ApiResult<()> {
     if let Some(reason) = &order.stalled_reason {
         // Customers learn that staff are on it, not the internal reason.
         let detail = if user.role.is_staff() {
@@ -191,75 +280,33 @@ async fn write_command(
             refusal.to_string(),
         ));
     }
-    if let Command::Change(change) = &command
-        && target.requires_tracking_number()
-        && change.tracking_number.is_none()
-        && order.tracking_number.is_none()
-    {
+    if needs_tracking && order.tracking_number.is_none() {
         return Err(ApiError::invalid(
             "tracking_number",
             "is required to mark an order shipped",
         ));
     }
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE orders SET projected_status = $2, last_seq = last_seq + 1, updated_at = now()
-         WHERE id = $1 RETURNING last_seq",
-    )
-    .bind(order_id)
-    .bind(target)
-    .fetch_one(&mut *tx)
-    .await?;
-    let actor = Actor {
-        user_id: Some(user.id),
-        role: user.role.as_str().to_owned(),
-    };
-    let (kind, event_type, reason, envelope_payload) = match command {
-        Command::Change(change) => (
-            EntryKind::StatusChangeRequested,
-            EventType::StatusChangeRequested,
-            change.note.clone(),
-            serde_json::to_value(change),
-        ),
-        Command::Cancel { reason } => (
-            EntryKind::CancelRequested,
-            EventType::CancelRequested,
-            reason.clone(),
-            serde_json::to_value(CancelRequested { reason }),
-        ),
-    };
-    timeline::record(
-        &mut tx,
-        Entry {
-            order_id,
-            kind,
-            from: Some(order.projected_status),
-            to: Some(target),
-            actor: &actor,
-            reason: reason.as_deref(),
-            seq: Some(seq),
-        },
-    )
-    .await?;
-    let envelope = Envelope::new(
-        event_type,
-        order_id,
-        seq,
-        actor,
-        request_id,
-        envelope_payload.map_err(anyhow::Error::from)?,
-    );
-    outbox::enqueue(&mut tx, &envelope).await?;
-    tx.commit().await?;
+    Ok(())
+}
+
+fn accepted(
+    state: &AppState,
+    order_id: Uuid,
+    envelope: &Envelope,
+    status: OrderStatus,
+    target: OrderStatus,
+) -> (StatusCode, Json<CommandAccepted>) {
+    let seq = envelope.seq;
     state.outbox_wake.notify_one();
     tracing::info!(%order_id, seq, requested = %target, "order command queued");
-    Ok((
+    (
         StatusCode::ACCEPTED,
         Json(CommandAccepted {
             order_id,
             event_id: envelope.event_id,
-            status: order.status,
+            status,
             requested_status: target,
             seq,
         }),
-    ))
+    )
 }
