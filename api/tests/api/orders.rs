@@ -519,3 +519,38 @@ async fn a_request_stuck_behind_a_lock_answers_503_instead_of_hanging(pool: PgPo
         StatusCode::ACCEPTED
     );
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn racing_status_changes_for_one_order_are_accepted_once_and_numbered_in_turn(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool.clone(), 1).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "MUG", "5.00", 10).await;
+    let id = app.order_id(&alice, "MUG", 1).await;
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    let path = format!("/api/orders/{id}/status");
+    let racing = (0..8).map(|_| app.patch(&path, &vendor.token, json!({"status": "processing"})));
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|response| response.status())
+        .collect();
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(accepted, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::ACCEPTED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    let seqs: Vec<i64> = sqlx::query_scalar(
+        "SELECT seq FROM outbox WHERE routing_key <> 'order.status_changed' ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("commands");
+    assert_eq!(seqs, [1, 2]);
+    app.wait_for_status(&alice.token, &id, "processing").await;
+}
