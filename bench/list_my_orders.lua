@@ -4,10 +4,5 @@ wrk.method = "GET"
 wrk.path = "/api/orders/my?size=20"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 
-function done(summary, latency, requests)
-  io.write(string.format("requests/s %.0f\n", summary.requests / (summary.duration / 1e6)))
-  for _, p in ipairs({ 50, 90, 99 }) do
-    io.write(string.format("latency p%d %.2f ms\n", p, latency:percentile(p) / 1000))
-  end
-  io.write(string.format("errors %d\n", summary.errors.status + summary.errors.connect + summary.errors.timeout))
-end
+-- Run from the repository root (bench/run.sh is).
+dofile("bench/report.lua")

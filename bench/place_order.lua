@@ -19,15 +19,5 @@ function request()
   return wrk.format(nil, nil, nil, body)
 end
 
-local statuses = {}
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  io.write(string.format("requests/s %.0f\n", summary.requests / (summary.duration / 1e6)))
-  for _, p in ipairs({ 50, 90, 99 }) do
-    io.write(string.format("latency p%d %.2f ms\n", p, latency:percentile(p) / 1000))
-  end
-  io.write(string.format("errors %d\n", summary.errors.status + summary.errors.connect + summary.errors.timeout))
-end
+-- Run from the repository root (bench/run.sh is).
+dofile("bench/report.lua")

@@ -25,7 +25,8 @@ use crate::republish::{ERROR_HEADER, RETRIES_HEADER};
 #[derive(Debug, Serialize)]
 pub struct Stats {
     pub orders_pending: i64,
-    /// Orders with accepted commands not yet applied for longer than `STUCK_AFTER_SECS`.
+    /// Orders whose oldest unapplied command is older than `STUCK_AFTER_SECS`: what the
+    /// watchdog looks at.
     pub orders_stuck: i64,
     pub outbox_unpublished: i64,
     /// Rows the relay set aside (`worker outbox parked`).
@@ -39,7 +40,9 @@ pub struct Stats {
 pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> {
     let (orders_pending, orders_stuck, orders_stalled): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM orders WHERE status = 'pending'),
-                (SELECT count(*) FROM orders WHERE applied_seq < last_seq AND updated_at < now() - make_interval(secs => $1)),
+                (SELECT count(*) FROM orders o JOIN outbox x ON x.order_id = o.id AND x.seq = o.applied_seq + 1
+                   AND x.routing_key <> 'order.status_changed'
+                 WHERE o.applied_seq < o.last_seq AND x.created_at < now() - make_interval(secs => $1)),
                 (SELECT count(*) FROM orders WHERE stalled_at IS NOT NULL)",
     )
     .bind(settings.worker.stuck_after.as_secs_f64())

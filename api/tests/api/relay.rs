@@ -195,6 +195,25 @@ async fn with_no_api_relay_running_a_workers_status_changed_still_reaches_a_boun
     assert_eq!(event.payload["to"], "confirmed");
 }
 
+/// Publishes a persistent, mandatory message and waits for the broker's confirm.
+async fn publish(channel: &Channel, exchange: &str, key: &str, body: &[u8]) -> lapin::Confirmation {
+    channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm")
+}
+
 /// Runs `rabbitmqctl` with `args`, asserting success.
 fn rabbitmqctl(args: &[&str]) {
     let status = std::process::Command::new("rabbitmqctl")
@@ -238,47 +257,29 @@ async fn a_refused_republish_ends_the_session_instead_of_spinning(pool: PgPool) 
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
-    channel
-        .basic_publish(
-            topology.dead_letter_exchange.as_str().into(),
-            "filler".into(),
-            BasicPublishOptions::default(),
-            b"filler",
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    let overflow = channel
-        .basic_publish(
-            topology.dead_letter_exchange.as_str().into(),
-            "filler".into(),
-            BasicPublishOptions::default(),
-            b"filler",
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish(
+        &channel,
+        &topology.dead_letter_exchange,
+        "filler",
+        b"filler",
+    )
+    .await;
+    let overflow = publish(
+        &channel,
+        &topology.dead_letter_exchange,
+        "filler",
+        b"filler",
+    )
+    .await;
     // Quorum queues take one message past the limit; the next is refused.
     assert!(matches!(overflow, lapin::Confirmation::Ack(None)));
-    channel
-        .basic_publish(
-            settings.broker.exchange.as_str().into(),
-            "order.created".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            b"not json",
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
+    publish(
+        &channel,
+        &settings.broker.exchange,
+        "order.created",
+        b"not json",
+    )
+    .await;
 
     let before = settle_failures();
     app.start_workers(1);

@@ -46,14 +46,8 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
     exec(
         db,
         "INSERT INTO processed_messages (event_id, order_id, processed_at)
-              VALUES (gen_random_uuid(), $1, now() - interval '15 days')",
-        order,
-    )
-    .await;
-    exec(
-        db,
-        "INSERT INTO processed_messages (event_id, order_id, processed_at)
-              VALUES (gen_random_uuid(), $1, now() - interval '1 day')",
+              VALUES (gen_random_uuid(), $1, now() - interval '15 days'),
+                     (gen_random_uuid(), $1, now() - interval '1 day')",
         order,
     )
     .await;

@@ -119,10 +119,10 @@ struct PageRow {
 }
 
 async fn count(conn: &mut sqlx::PgConnection, filter: &Filter) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM orders WHERE ($1::uuid IS NULL OR customer_id = $1)
-           AND ($2::order_status IS NULL OR status = $2) AND ($3::bool IS NULL OR (stalled_at IS NOT NULL) = $3)",
-    )
+    sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM orders WHERE ($1::uuid IS NULL OR customer_id = $1)",
+        filters!()
+    ))
     .bind(filter.customer)
     .bind(filter.status)
     .bind(filter.stalled)
