@@ -6,7 +6,7 @@ use std::{sync::OnceLock, time::Duration};
 
 use anyhow::Context;
 use axum::{Router, routing::get};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 /// Bucket bounds in seconds for every histogram: request and handling times (milliseconds)
@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 const BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
+/// Bucket bounds for the worker's batch sizes (commands applied per transaction).
+const BATCH_SIZE_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 /// Upkeep drains histogram samples into buckets; without it their memory only grows.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -24,6 +26,11 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets(&BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("orderflow_worker_batch_size".into()),
+                    &BATCH_SIZE_BUCKETS,
+                )
                 .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");

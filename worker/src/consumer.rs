@@ -11,9 +11,10 @@ use common::{
     config::Settings,
     relay::{BrokerStatus, Relay},
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::{
-    Connection,
+    Connection, Consumer,
+    message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
@@ -105,6 +106,10 @@ impl Worker {
             relay_wake: relay_wake.clone(),
             session_failed: CancellationToken::new(),
         });
+        // Prefetch bounds the unacknowledged messages; the batches they form are bounded
+        // so that a full set of them fits within it.
+        let batch_size = usize::from(self.settings.worker.batch_size.get());
+        let max_batches = usize::from(self.settings.worker.prefetch).div_ceil(batch_size);
         let mut in_flight = JoinSet::new();
         let ended = loop {
             tokio::select! {
@@ -112,12 +117,16 @@ impl Worker {
                 () = context.session_failed.cancelled() => {
                     break Err(anyhow::anyhow!("a retry or dead letter could not be published"));
                 }
-                next = consumer.next() => match next {
-                    Some(Ok(message)) => {
-                        in_flight.spawn(delivery::process(context.clone(), message));
+                next = consumer.next(), if in_flight.len() < max_batches => match next {
+                    Some(Ok(first)) => {
+                        let (batch, ended) = take_ready(&mut consumer, first, batch_size);
+                        in_flight.spawn(delivery::process_batch(context.clone(), batch));
+                        if let Some(ended) = ended {
+                            break Err(ended);
+                        }
                     }
-                    Some(Err(error)) => break Err(anyhow::Error::new(error).context("consuming failed")),
-                    None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+                    Some(Err(error)) => break Err(consume_failed(error)),
+                    None => break Err(cancelled_by_broker()),
                 },
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
@@ -153,4 +162,32 @@ impl Worker {
         .await;
         ended
     }
+}
+
+/// A batch: `first` and whatever else has already arrived, up to `batch_size`; no waiting
+/// for more, so a lone message is handled at once. The second value is set when the
+/// consumer ended meanwhile.
+fn take_ready(
+    consumer: &mut Consumer,
+    first: Delivery,
+    batch_size: usize,
+) -> (Vec<Delivery>, Option<anyhow::Error>) {
+    let mut batch = vec![first];
+    while batch.len() < batch_size {
+        match consumer.next().now_or_never() {
+            Some(Some(Ok(delivery))) => batch.push(delivery),
+            Some(Some(Err(error))) => return (batch, Some(consume_failed(error))),
+            Some(None) => return (batch, Some(cancelled_by_broker())),
+            None => break,
+        }
+    }
+    (batch, None)
+}
+
+fn consume_failed(error: lapin::Error) -> anyhow::Error {
+    anyhow::Error::new(error).context("consuming failed")
+}
+
+fn cancelled_by_broker() -> anyhow::Error {
+    anyhow::anyhow!("the broker cancelled the consumer")
 }

@@ -83,80 +83,164 @@ fn backoff(retries: u32, base_ms: u64, cap_ms: u64) -> Duration {
     Duration::from_millis(base_ms.saturating_mul(1u64 << retries.min(16)).min(cap_ms))
 }
 
-/// Handles one delivery to the end. A panic in a handler nacks the message back to the
-/// queue; the queue's delivery limit dead-letters it if it keeps failing. A delivery whose
-/// outcome could not be made durable (retry or dead letter unpublished, ack lost) ends the
-/// session.
-pub async fn process(context: Arc<Context>, delivery: Delivery) {
-    let span = tracing::info_span!(
+/// A decoded delivery on its way through a batch.
+struct Command {
+    delivery: Delivery,
+    envelope: Envelope,
+    span: tracing::Span,
+}
+
+/// Handles a batch of deliveries to the end: the commands are applied in one transaction
+/// (or, when that fails, one by one), then each is settled. A panic in a handler nacks that
+/// message back to the queue; the queue's delivery limit dead-letters it if it keeps
+/// failing. A delivery whose outcome could not be made durable (retry or dead letter
+/// unpublished, ack lost) ends the session.
+pub async fn process_batch(context: Arc<Context>, deliveries: Vec<Delivery>) {
+    let started = Instant::now();
+    metrics::histogram!("orderflow_worker_batch_size").record(deliveries.len() as f64);
+    let mut commands = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let span = message_span(&delivery);
+        if delivery.redelivered {
+            metrics::counter!("orderflow_worker_redeliveries_total").increment(1);
+        }
+        match Envelope::decode(&delivery.data) {
+            Ok(envelope) => {
+                span.record("order_id", tracing::field::display(envelope.order_id));
+                span.record("request_id", envelope.correlation_id.as_str());
+                commands.push(Command {
+                    delivery,
+                    envelope,
+                    span,
+                });
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                let settled = reject_undecodable(&context, &delivery, &reason);
+                settle_or_fail(&context, settled.instrument(span)).await;
+            }
+        }
+    }
+    let outcomes = apply_all(&context.pool, &commands).await;
+    // Settled side by side: a retry or dead letter waits for its confirm without holding
+    // up its neighbours' acks.
+    let settlements = commands.iter().zip(outcomes).map(|(command, outcome)| {
+        let settled = async {
+            let Some(outcome) = outcome else {
+                tracing::error!("handler panicked; message returned to the queue");
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                command.delivery.acker.nack(requeue).await?;
+                return Ok(());
+            };
+            settle(&context, command, outcome, started).await
+        };
+        settle_or_fail(&context, settled.instrument(command.span.clone()))
+    });
+    futures_util::future::join_all(settlements).await;
+}
+
+/// The outcome of every command, in order: all from one transaction when the batch
+/// commits, else from one transaction each (in the batch's order), each retried in place
+/// for brief hiccups (a lock timeout, a failover) before it is handed back to the broker
+/// for a longer wait. `None` for a command whose handler panicked.
+async fn apply_all(
+    pool: &PgPool,
+    commands: &[Command],
+) -> Vec<Option<Result<Outcome, HandleError>>> {
+    if commands.len() > 1 {
+        let envelopes: Vec<&Envelope> = commands.iter().map(|c| &c.envelope).collect();
+        let batch = AssertUnwindSafe(handlers::handle_batch(pool, &envelopes)).catch_unwind();
+        match batch.await {
+            Ok(Ok(outcomes)) => return outcomes.into_iter().map(|o| Some(Ok(o))).collect(),
+            Ok(Err(error)) => {
+                tracing::info!(
+                    error = format!("{error:#}"),
+                    size = commands.len(),
+                    "batch failed; applying its commands one by one"
+                )
+            }
+            Err(_) => tracing::warn!(
+                size = commands.len(),
+                "batch panicked; applying its commands one by one"
+            ),
+        }
+        metrics::counter!("orderflow_worker_batch_fallbacks_total").increment(1);
+    }
+    let mut turn: Vec<usize> = (0..commands.len()).collect();
+    turn.sort_by_key(|&i| (commands[i].envelope.order_id, commands[i].envelope.seq));
+    let mut outcomes: Vec<Option<Result<Outcome, HandleError>>> =
+        commands.iter().map(|_| None).collect();
+    for i in turn {
+        let envelope = &commands[i].envelope;
+        let attempt = || handlers::handle(pool, envelope);
+        let retried = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(50))
+                    .with_max_times(2),
+            )
+            .when(|error| matches!(error, HandleError::Transient(_)));
+        outcomes[i] = AssertUnwindSafe(retried)
+            .catch_unwind()
+            .instrument(commands[i].span.clone())
+            .await
+            .ok();
+    }
+    outcomes
+}
+
+fn message_span(delivery: &Delivery) -> tracing::Span {
+    tracing::info_span!(
         "message",
         routing_key = %delivery.routing_key,
         message_id = delivery.properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default(),
         order_id = tracing::field::Empty,
         request_id = tracing::field::Empty,
-    );
-    let run = AssertUnwindSafe(process_inner(&context, &delivery)).catch_unwind();
-    match run.instrument(span.clone()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            span.in_scope(|| {
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    "could not settle the message; reconnecting, the broker redelivers it"
-                )
-            });
-            metrics::counter!("orderflow_worker_settle_failures_total").increment(1);
-            context.session_failed.cancel();
-        }
-        Err(_) => {
-            span.in_scope(|| tracing::error!("handler panicked; message returned to the queue"));
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
-        }
+    )
+}
+
+/// Awaits a settlement; one that failed ends the session (the broker redelivers).
+async fn settle_or_fail(context: &Context, settled: impl Future<Output = anyhow::Result<()>>) {
+    if let Err(error) = settled.await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "could not settle the message; reconnecting, the broker redelivers it"
+        );
+        metrics::counter!("orderflow_worker_settle_failures_total").increment(1);
+        context.session_failed.cancel();
     }
 }
 
-async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result<()> {
-    let started = Instant::now();
+async fn reject_undecodable(
+    context: &Context,
+    delivery: &Delivery,
+    reason: &str,
+) -> anyhow::Result<()> {
+    tracing::error!(%reason, "dead-lettering");
+    republish::dead_letter(&context.publisher, &context.topology, delivery, reason).await?;
+    delivery.acker.ack(BasicAckOptions::default()).await?;
+    count_message("undecodable", "dead_lettered");
+    Ok(())
+}
+
+/// Acts on one command's outcome: ack, or republish for a retry or to the dead letters
+/// and then ack.
+async fn settle(
+    context: &Context,
+    command: &Command,
+    outcome: Result<Outcome, HandleError>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let Command {
+        delivery, envelope, ..
+    } = command;
     let retries = republish::retries(delivery);
-    if delivery.redelivered {
-        metrics::counter!("orderflow_worker_redeliveries_total").increment(1);
-    }
-    let envelope = match Envelope::decode(&delivery.data) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            let reason = error.to_string();
-            tracing::error!(%reason, "dead-lettering");
-            republish::dead_letter(&context.publisher, &context.topology, delivery, &reason)
-                .await?;
-            delivery.acker.ack(BasicAckOptions::default()).await?;
-            count_message("undecodable", "dead_lettered");
-            return Ok(());
-        }
-    };
     let kind = envelope.event_type.routing_key();
     let lag = (chrono::Utc::now() - envelope.occurred_at).as_seconds_f64();
     metrics::histogram!("orderflow_worker_queue_lag_seconds", "type" => kind).record(lag.max(0.0));
-    let span = tracing::Span::current();
-    span.record("order_id", tracing::field::display(envelope.order_id));
-    span.record("request_id", envelope.correlation_id.as_str());
-
-    // Brief hiccups (a lock timeout, a failover) are retried in place before the message is
-    // handed back to the broker for a longer wait.
-    let attempt = || handlers::handle(&context.pool, &envelope);
-    let outcome = attempt
-        .retry(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(50))
-                .with_max_times(2),
-        )
-        .when(|error| matches!(error, HandleError::Transient(_)))
-        .await;
     let decision = decide(&outcome, retries, context.max_attempts);
     match (&outcome, &decision) {
         (Ok(outcome), Decision::Ack) => tracing::info!(
@@ -186,7 +270,7 @@ async fn process_inner(context: &Context, delivery: &Delivery) -> anyhow::Result
         Decision::DeadLetter { reason } => {
             // Flag the order before the command leaves for the dead-letter queue, so it is
             // never left standing unflagged (the watchdog flags it if this write fails).
-            note(stall::record_dead_letter(&context.pool, &envelope, reason).await);
+            note(stall::record_dead_letter(&context.pool, envelope, reason).await);
             republish::dead_letter(&context.publisher, &context.topology, delivery, reason).await?
         }
     }

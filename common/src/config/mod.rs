@@ -108,6 +108,8 @@ pub struct LogSettings {
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub prefetch: u16,
+    /// Most deliveries applied in one transaction; 1 applies each on its own.
+    pub batch_size: std::num::NonZeroU16,
     /// Deliveries of one message before it is dead-lettered.
     pub max_attempts: u32,
     /// How often the watchdog looks for stuck orders and expired idempotency keys.
@@ -209,6 +211,12 @@ impl Settings {
                     &lookup,
                     "WORKER_PREFETCH",
                     16,
+                    "a whole number from 1 to 65535",
+                )?,
+                batch_size: parse(
+                    &lookup,
+                    "WORKER_BATCH_SIZE",
+                    std::num::NonZeroU16::new(32).expect("not zero"),
                     "a whole number from 1 to 65535",
                 )?,
                 max_attempts: parse(&lookup, "WORKER_MAX_ATTEMPTS", 5, "a whole number")?,

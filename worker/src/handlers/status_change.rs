@@ -1,7 +1,10 @@
 //! `order.status_change_requested`: staff move an order along (processing, shipped,
 //! delivered, refunded); applied when the lifecycle allows it at that moment.
 
-use common::events::{Envelope, StatusChangeRequested};
+use common::{
+    domain::OrderStatus,
+    events::{Envelope, StatusChangeRequested},
+};
 use sqlx::PgConnection;
 
 use super::{
@@ -23,4 +26,11 @@ pub async fn apply(
         cause: envelope,
     };
     Ok(transition::attempt(conn, order, change).await?)
+}
+
+/// Whether the command asks to ship (which moves reserved stock). A payload that does not
+/// decode moves nothing: `apply` refuses it.
+pub fn may_ship(command: &Envelope) -> bool {
+    payload::<StatusChangeRequested>(command)
+        .is_ok_and(|request| request.status == OrderStatus::Shipped)
 }

@@ -4,6 +4,23 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+/// Locks every product of `orders` in id order (`NO KEY UPDATE`, as below), so a batch
+/// takes its product locks once and in the same order as every other batch.
+pub async fn lock_products(conn: &mut PgConnection, orders: &[Uuid]) -> sqlx::Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT 1 FROM products
+         WHERE id IN (SELECT product_id FROM order_items WHERE order_id = ANY($1))
+         ORDER BY id FOR NO KEY UPDATE",
+    )
+    .bind(orders)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Takes every line's quantity out of stock, all or nothing, in one statement. Products
 /// are locked in id order, so concurrent orders never deadlock and never oversell. The
 /// lock is `NO KEY UPDATE`: it does not block the foreign-key checks of orders being
