@@ -106,10 +106,8 @@ impl Worker {
             relay_wake: relay_wake.clone(),
             session_failed: CancellationToken::new(),
         });
-        // Prefetch bounds the unacknowledged messages; the batches they form are bounded
-        // so that a full set of them fits within it.
         let batch_size = usize::from(self.settings.worker.batch_size.get());
-        let max_batches = usize::from(self.settings.worker.prefetch).div_ceil(batch_size);
+        let max_batches = self.settings.worker.batches_in_flight();
         let mut in_flight = JoinSet::new();
         let ended = loop {
             tokio::select! {

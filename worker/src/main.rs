@@ -159,11 +159,11 @@ impl From<OrderCommand> for ops::OrderAction {
 
 async fn consume(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&settings.log, "worker")?;
-    // Every message in flight holds a connection, and the watchdog needs one more.
+    // Every batch in flight holds a connection (its fallback too, one at a time); the relay
+    // and the watchdog need one each.
     let mut database = settings.database.clone();
-    database.max_connections = database
-        .max_connections
-        .max(u32::from(settings.worker.prefetch) + 1);
+    let needed = u32::try_from(settings.worker.batches_in_flight()).unwrap_or(u32::MAX);
+    database.max_connections = database.max_connections.max(needed.saturating_add(2));
     let pool = db::connect(&database).await?;
     db::migrate(&pool).await?;
     let metrics_listener = match &settings.metrics.worker_addr {

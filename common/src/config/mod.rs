@@ -121,6 +121,14 @@ pub struct WorkerSettings {
     pub retention: RetentionSettings,
 }
 
+impl WorkerSettings {
+    /// Batches a worker applies at once: prefetch bounds the unacknowledged messages, and
+    /// a full set of batches fits within it.
+    pub fn batches_in_flight(&self) -> usize {
+        usize::from(self.prefetch).div_ceil(usize::from(self.batch_size.get()))
+    }
+}
+
 /// A setting that is missing its right form; the message names the variable and the fix.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -210,7 +218,7 @@ impl Settings {
                 prefetch: parse(
                     &lookup,
                     "WORKER_PREFETCH",
-                    16,
+                    64,
                     "a whole number from 1 to 65535",
                 )?,
                 batch_size: parse(

@@ -430,6 +430,58 @@ async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
     .await;
 }
 
+/// Scenario 5b: a batch of queued commands with a command for an order that does not exist
+/// in its midst: the batch's transaction fails, its commands are applied one by one, and
+/// only the bad one is dead-lettered.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_bad_command_in_a_batch_fails_only_itself(pool: PgPool) {
+    const ORDERS: usize = 20;
+    let app = TestApp::spawn_with_broker(pool.clone()).await;
+    let alice = shop(&app, 100).await;
+    place_orders(&app, &alice, ORDERS / 2, 4).await;
+    let ghost = Envelope::new(
+        common::events::EventType::OrderCreated,
+        uuid::Uuid::now_v7(),
+        1,
+        common::events::Actor::system(),
+        "test",
+        json!({}),
+    );
+    let ghost = serde_json::to_string(&ghost).expect("json");
+    publish_raw(&app, "order.created", "ghost-1", ghost.as_bytes()).await;
+    place_orders(&app, &alice, ORDERS / 2, 4).await;
+    wait_until_published(&pool).await;
+
+    app.start_workers(1);
+    wait_until_none_pending(&pool, Duration::from_secs(20)).await;
+    wait_until(
+        "the ghost is dead-lettered",
+        Duration::from_secs(10),
+        || async { stats(&app).await["dead_letters"] == 1 },
+    )
+    .await;
+    assert_eq!(orders_not_confirmed_exactly_once(&pool).await, 0);
+    assert_eq!(
+        app.stock_of("BULK").await,
+        (100 - ORDERS as i32, ORDERS as i32)
+    );
+    let scrape = common::metrics::handle().render();
+    let value = |name: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("orderflow_worker_batch_size_sum") > value("orderflow_worker_batch_size_count"),
+        "queued commands were taken in batches:\n{scrape}"
+    );
+    assert!(
+        value("orderflow_worker_batch_fallbacks_total") >= 1.0,
+        "the batch holding the ghost was applied again one by one"
+    );
+}
+
 /// PostgreSQL stopped: the api answers 503 problem+json quickly, readiness names the
 /// database, a worker holding a command retries it, and everything recovers by itself.
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

@@ -1,0 +1,739 @@
+//! Deciding a batch of commands, with no I/O: given the commands and the locked state they
+//! act on (their orders, and the stock of the products they may move), each command's
+//! outcome in per-order sequence and every row the batch must write. The state machine
+//! decides; an allowed transition moves stock and yields status, timeline entries, a
+//! customer notification and an `order.status_changed` event; a refused one yields a
+//! timeline entry saying why. Either way the command's `seq` is recorded as applied.
+
+use std::collections::HashMap;
+
+use common::{
+    domain::{OrderStatus, customer_text, status::Initiator},
+    events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested, StatusChanged},
+    timeline::EntryKind,
+};
+use uuid::Uuid;
+
+use super::{HandleError, Outcome};
+
+/// An order row as the worker locked it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedOrder {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: OrderStatus,
+    pub applied_seq: i64,
+    pub tracking_number: Option<String>,
+}
+
+/// One line of an order whose command may move stock, with its product's locked stock.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StockLine {
+    pub order_id: Uuid,
+    pub product_id: Uuid,
+    pub sku: String,
+    pub quantity: i32,
+    pub stock: i32,
+    pub reserved: i32,
+}
+
+/// Whether `command` may move stock (reserve, release or ship): its products must be
+/// locked and loaded before it is decided.
+pub fn may_move_stock(command: &Envelope) -> bool {
+    match command.event_type {
+        EventType::OrderCreated | EventType::CancelRequested => true,
+        EventType::StatusChangeRequested => {
+            payload::<StatusChangeRequested>(command).is_ok_and(|request| {
+                matches!(
+                    request.status,
+                    OrderStatus::Shipped | OrderStatus::Cancelled
+                )
+            })
+        }
+        EventType::StatusChanged => false,
+    }
+}
+
+/// A timeline entry to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub kind: EntryKind,
+    pub from: Option<OrderStatus>,
+    pub to: OrderStatus,
+    pub actor_id: Option<Uuid>,
+    pub actor_role: String,
+    pub reason: Option<String>,
+    pub seq: i64,
+}
+
+/// A customer notification to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub order_id: Uuid,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A product's stock after the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProductRow {
+    pub id: Uuid,
+    pub stock: i32,
+    pub reserved: i32,
+}
+
+/// Everything a batch writes, in one statement.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// Orders in their state after the batch.
+    pub orders: Vec<LockedOrder>,
+    pub entries: Vec<EntryRow>,
+    pub notifications: Vec<NotificationRow>,
+    /// `order.status_changed` events for the outbox.
+    pub events: Vec<Envelope>,
+    /// Inbox rows: `(event_id, order_id)` of every command applied or refused.
+    pub processed: Vec<(Uuid, Uuid)>,
+    pub products: Vec<ProductRow>,
+}
+
+/// The decided batch: outcomes in the order the commands were given, and the writes.
+#[derive(Debug)]
+pub struct Plan {
+    pub outcomes: Vec<Outcome>,
+    pub writes: Writes,
+}
+
+/// Decides `commands` against `orders` and `stock`. An order's commands are taken in `seq`
+/// order; a command for an order not among `orders`, or with a payload that does not fit
+/// its type, fails the whole batch (permanently).
+pub fn plan(
+    commands: &[&Envelope],
+    orders: Vec<LockedOrder>,
+    stock: Vec<StockLine>,
+) -> Result<Plan, HandleError> {
+    let mut orders: HashMap<Uuid, (LockedOrder, bool)> = orders
+        .into_iter()
+        .map(|order| (order.id, (order, false)))
+        .collect();
+    let mut book = StockBook::new(stock);
+    let mut writes = Writes::default();
+    let mut outcomes = vec![Outcome::Duplicate; commands.len()];
+    let mut turn: Vec<usize> = (0..commands.len()).collect();
+    turn.sort_by_key(|&i| (commands[i].order_id, commands[i].seq));
+    for i in turn {
+        let command = commands[i];
+        let Some((order, changed)) = orders.get_mut(&command.order_id) else {
+            return Err(HandleError::Permanent(format!(
+                "order {} does not exist",
+                command.order_id
+            )));
+        };
+        let next_expected = order.applied_seq + 1;
+        if command.seq > next_expected {
+            outcomes[i] = Outcome::Early { next_expected };
+            continue;
+        }
+        if command.seq < next_expected {
+            continue;
+        }
+        let change = requested_change(command, order, &mut book)?;
+        outcomes[i] = if attempt(order, change, &mut book, &mut writes) {
+            Outcome::Applied
+        } else {
+            Outcome::Refused
+        };
+        order.applied_seq = command.seq;
+        *changed = true;
+        writes.processed.push((command.event_id, order.id));
+    }
+    writes.orders = orders
+        .into_values()
+        .filter_map(|(order, changed)| changed.then_some(order))
+        .collect();
+    writes.products = book.changed();
+    Ok(Plan { outcomes, writes })
+}
+
+/// The transition a command asks for, and its context.
+struct Change<'a> {
+    to: OrderStatus,
+    actor: Actor,
+    reason: Option<String>,
+    tracking_number: Option<String>,
+    cause: &'a Envelope,
+}
+
+fn requested_change<'a>(
+    command: &'a Envelope,
+    order: &LockedOrder,
+    book: &mut StockBook,
+) -> Result<Change<'a>, HandleError> {
+    let change = |to, actor, reason, tracking_number| Change {
+        to,
+        actor,
+        reason,
+        tracking_number,
+        cause: command,
+    };
+    Ok(match command.event_type {
+        EventType::OrderCreated => {
+            // Reserve only for an order that can still be confirmed (not one cancelled meanwhile).
+            let reservation = if order.status == OrderStatus::Pending {
+                book.reserve(order.id)
+            } else {
+                Ok(())
+            };
+            match reservation {
+                Ok(()) => change(
+                    OrderStatus::Confirmed,
+                    Actor::system(),
+                    Some("stock reserved".into()),
+                    None,
+                ),
+                Err(short) => change(
+                    OrderStatus::Cancelled,
+                    Actor::system(),
+                    Some(format!("out_of_stock: {}", short.join(", "))),
+                    None,
+                ),
+            }
+        }
+        EventType::StatusChangeRequested => {
+            let request: StatusChangeRequested = payload(command)?;
+            change(
+                request.status,
+                command.actor.clone(),
+                request.note,
+                request.tracking_number,
+            )
+        }
+        EventType::CancelRequested => {
+            let request: CancelRequested = payload(command)?;
+            let reason = request
+                .reason
+                .unwrap_or_else(|| "cancelled on request".into());
+            change(
+                OrderStatus::Cancelled,
+                command.actor.clone(),
+                Some(reason),
+                None,
+            )
+        }
+        EventType::StatusChanged => {
+            return Err(HandleError::Permanent(
+                "order.status_changed is not a command the worker applies".into(),
+            ));
+        }
+    })
+}
+
+/// Applies `change` to `order` when the lifecycle allows it now, else records the refusal.
+/// Returns whether it was applied.
+fn attempt(
+    order: &mut LockedOrder,
+    change: Change<'_>,
+    book: &mut StockBook,
+    writes: &mut Writes,
+) -> bool {
+    let refusal = match order.status.transition(change.to, initiator(&change.actor)) {
+        Err(refusal) => Some(format!("{}: {refusal}", refusal.code())),
+        Ok(())
+            if change.to.requires_tracking_number()
+                && change.tracking_number.is_none()
+                && order.tracking_number.is_none() =>
+        {
+            Some("tracking_required: shipping needs a tracking number".into())
+        }
+        Ok(()) => None,
+    };
+    if let Some(reason) = refusal {
+        tracing::info!(order_id = %order.id, from = %order.status, to = %change.to, reason, "transition refused");
+        writes.entries.push(EntryRow {
+            id: Uuid::now_v7(),
+            order_id: order.id,
+            kind: EntryKind::Rejected,
+            from: Some(order.status),
+            to: change.to,
+            actor_id: change.actor.user_id,
+            actor_role: change.actor.role,
+            reason: Some(reason),
+            seq: change.cause.seq,
+        });
+        return false;
+    }
+    match change.to {
+        OrderStatus::Cancelled if order.status.holds_reserved_stock() => book.release(order.id),
+        OrderStatus::Shipped => book.ship(order.id),
+        _ => {}
+    }
+    apply(order, change, writes);
+    true
+}
+
+/// Records an allowed transition: the order's new state, the timeline entry, the customer's
+/// notification and its timeline entry, and the `order.status_changed` event.
+fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
+    let (from, seq) = (order.status, change.cause.seq);
+    if change.tracking_number.is_some() {
+        order.tracking_number.clone_from(&change.tracking_number);
+    }
+    order.status = change.to;
+    writes.events.push(Envelope::new(
+        EventType::StatusChanged,
+        order.id,
+        seq,
+        change.actor.clone(),
+        change.cause.correlation_id.clone(),
+        StatusChanged {
+            from,
+            to: change.to,
+            reason: change.reason.clone(),
+            tracking_number: order.tracking_number.clone(),
+        },
+    ));
+    // Ids are v7 and made in this order, so entries written at the same instant stay in order.
+    writes.entries.push(EntryRow {
+        id: Uuid::now_v7(),
+        order_id: order.id,
+        kind: EntryKind::StatusChanged,
+        from: Some(from),
+        to: change.to,
+        actor_id: change.actor.user_id,
+        actor_role: change.actor.role.clone(),
+        reason: change.reason.clone(),
+        seq,
+    });
+    writes.notifications.push(NotificationRow {
+        id: Uuid::now_v7(),
+        user_id: order.customer_id,
+        order_id: order.id,
+        kind: format!("order_{}", change.to),
+        message: notification_text(
+            order.id,
+            change.to,
+            change.reason.as_deref(),
+            &change.actor.role,
+        ),
+    });
+    writes.entries.push(EntryRow {
+        id: Uuid::now_v7(),
+        order_id: order.id,
+        kind: EntryKind::Notified,
+        from: None,
+        to: change.to,
+        actor_id: None,
+        actor_role: "system".into(),
+        reason: Some("customer notified".into()),
+        seq,
+    });
+}
+
+/// Who the state machine should see behind an actor; an unknown role may do nothing a user can't.
+fn initiator(actor: &Actor) -> Initiator {
+    match actor.role.parse() {
+        Ok(role) => Initiator::User(role),
+        Err(_) if actor.role == "system" => Initiator::System,
+        Err(_) => Initiator::User(common::domain::Role::Customer),
+    }
+}
+
+/// The customer's notification: never the staff-side reason, which may name SKUs or hold
+/// a vendor's private note.
+fn notification_text(
+    order_id: Uuid,
+    to: OrderStatus,
+    reason: Option<&str>,
+    actor_role: &str,
+) -> String {
+    format!(
+        "Your order {} is now {to}. {}",
+        short_id(order_id),
+        customer_text::status_sentence(to, reason, actor_role)
+    )
+}
+
+/// The last 8 hex digits of an id: enough for a customer to tell orders apart.
+fn short_id(id: Uuid) -> String {
+    let simple = id.simple().to_string();
+    simple[simple.len() - 8..].to_owned()
+}
+
+/// Decodes a command's payload; a payload that does not fit its type is permanent.
+fn payload<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, HandleError> {
+    serde_json::from_value(envelope.payload.clone()).map_err(|e| {
+        HandleError::Permanent(format!(
+            "{} payload is invalid: {e}",
+            envelope.event_type.routing_key()
+        ))
+    })
+}
+
+/// Stock of the locked products, moved in memory as the batch's commands are decided.
+/// `stock` is what can still be sold; `reserved` is what confirmed or processing orders
+/// hold until they ship or are cancelled.
+struct StockBook {
+    products: HashMap<Uuid, Product>,
+    /// Each order's lines: product and quantity.
+    lines: HashMap<Uuid, Vec<(Uuid, i32)>>,
+}
+
+struct Product {
+    sku: String,
+    stock: i32,
+    reserved: i32,
+    changed: bool,
+}
+
+impl StockBook {
+    fn new(rows: Vec<StockLine>) -> Self {
+        let mut book = StockBook {
+            products: HashMap::new(),
+            lines: HashMap::new(),
+        };
+        for row in rows {
+            book.lines
+                .entry(row.order_id)
+                .or_default()
+                .push((row.product_id, row.quantity));
+            book.products.entry(row.product_id).or_insert(Product {
+                sku: row.sku,
+                stock: row.stock,
+                reserved: row.reserved,
+                changed: false,
+            });
+        }
+        book
+    }
+
+    /// Takes every line's quantity out of stock, all or nothing. `Err` lists the SKUs that
+    /// are short, sorted (and nothing moved).
+    fn reserve(&mut self, order_id: Uuid) -> Result<(), Vec<String>> {
+        let lines = self.lines.get(&order_id).map_or(&[][..], Vec::as_slice);
+        let mut short: Vec<String> = lines
+            .iter()
+            .filter(|(product, quantity)| self.products[product].stock < *quantity)
+            .map(|(product, _)| self.products[product].sku.clone())
+            .collect();
+        if !short.is_empty() {
+            short.sort();
+            return Err(short);
+        }
+        self.move_lines(order_id, |product, quantity| {
+            product.stock -= quantity;
+            product.reserved += quantity;
+        });
+        Ok(())
+    }
+
+    /// Puts a cancelled order's reserved units back on sale.
+    fn release(&mut self, order_id: Uuid) {
+        self.move_lines(order_id, |product, quantity| {
+            product.stock += quantity;
+            product.reserved -= quantity;
+        });
+    }
+
+    /// The goods left the warehouse: they are no longer reserved.
+    fn ship(&mut self, order_id: Uuid) {
+        self.move_lines(order_id, |product, quantity| product.reserved -= quantity);
+    }
+
+    fn move_lines(&mut self, order_id: Uuid, movement: impl Fn(&mut Product, i32)) {
+        for (product_id, quantity) in self.lines.get(&order_id).into_iter().flatten() {
+            let product = self
+                .products
+                .get_mut(product_id)
+                .expect("every line's product is loaded with it");
+            movement(product, *quantity);
+            product.changed = true;
+        }
+    }
+
+    fn changed(&self) -> Vec<ProductRow> {
+        let mut rows: Vec<ProductRow> = self
+            .products
+            .iter()
+            .filter(|(_, product)| product.changed)
+            .map(|(id, product)| ProductRow {
+                id: *id,
+                stock: product.stock,
+                reserved: product.reserved,
+            })
+            .collect();
+        rows.sort_by_key(|row| row.id);
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::domain::OrderStatus::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn order(status: OrderStatus, applied_seq: i64) -> LockedOrder {
+        LockedOrder {
+            id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            status,
+            applied_seq,
+            tracking_number: None,
+        }
+    }
+
+    fn command(
+        kind: EventType,
+        order: &LockedOrder,
+        seq: i64,
+        payload: serde_json::Value,
+    ) -> Envelope {
+        let vendor = Actor {
+            user_id: Some(Uuid::now_v7()),
+            role: "vendor".into(),
+        };
+        Envelope::new(kind, order.id, seq, vendor, "test", payload)
+    }
+
+    fn created(order: &LockedOrder) -> Envelope {
+        command(EventType::OrderCreated, order, 1, json!({}))
+    }
+
+    /// One line of `quantity` of a product that has `stock` left.
+    fn line(order: &LockedOrder, product: Uuid, quantity: i32, stock: i32) -> StockLine {
+        StockLine {
+            order_id: order.id,
+            product_id: product,
+            sku: format!("SKU-{}", &product.simple().to_string()[28..]),
+            quantity,
+            stock,
+            reserved: 0,
+        }
+    }
+
+    fn status_of(plan: &Plan, order: &LockedOrder) -> OrderStatus {
+        plan.writes
+            .orders
+            .iter()
+            .find(|o| o.id == order.id)
+            .expect("written")
+            .status
+    }
+
+    #[test]
+    fn a_created_order_with_stock_is_confirmed_with_every_row_written() {
+        let placed = order(Pending, 0);
+        let product = Uuid::now_v7();
+        let command = created(&placed);
+        let plan = plan(
+            &[&command],
+            vec![placed.clone()],
+            vec![line(&placed, product, 2, 5)],
+        )
+        .expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Applied]);
+        let writes = &plan.writes;
+        assert_eq!(status_of(&plan, &placed), Confirmed);
+        assert_eq!(writes.orders[0].applied_seq, 1);
+        assert_eq!(
+            writes.products,
+            [ProductRow {
+                id: product,
+                stock: 3,
+                reserved: 2
+            }]
+        );
+        let kinds: Vec<EntryKind> = writes.entries.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EntryKind::StatusChanged, EntryKind::Notified]);
+        assert!(
+            writes.entries[0].id < writes.entries[1].id,
+            "ids keep the entries in order"
+        );
+        assert_eq!(writes.notifications.len(), 1);
+        assert_eq!(writes.notifications[0].user_id, placed.customer_id);
+        assert_eq!(writes.events.len(), 1);
+        assert_eq!(writes.events[0].event_type, EventType::StatusChanged);
+        assert_eq!(writes.processed, [(command.event_id, placed.id)]);
+    }
+
+    #[test]
+    fn orders_competing_for_stock_are_served_in_turn_all_or_nothing() {
+        let product = Uuid::now_v7();
+        let orders: Vec<LockedOrder> = (0..3).map(|_| order(Pending, 0)).collect();
+        // 3 units: the first takes 2, the second (2) is short, the third (1) still fits.
+        let stock = vec![
+            line(&orders[0], product, 2, 3),
+            line(&orders[1], product, 2, 3),
+            line(&orders[2], product, 1, 3),
+        ];
+        let commands: Vec<Envelope> = orders.iter().map(created).collect();
+        let refs: Vec<&Envelope> = commands.iter().collect();
+        let plan = plan(&refs, orders.clone(), stock).expect("plan");
+        assert_eq!(
+            plan.outcomes,
+            [Outcome::Applied; 3],
+            "a cancellation for want of stock is applied too"
+        );
+        assert_eq!(status_of(&plan, &orders[0]), Confirmed);
+        assert_eq!(status_of(&plan, &orders[1]), Cancelled);
+        assert_eq!(status_of(&plan, &orders[2]), Confirmed);
+        assert_eq!(
+            plan.writes.products,
+            [ProductRow {
+                id: product,
+                stock: 0,
+                reserved: 3
+            }]
+        );
+        let shortage = plan
+            .writes
+            .entries
+            .iter()
+            .find(|e| e.order_id == orders[1].id)
+            .expect("entry");
+        assert!(
+            shortage
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("out_of_stock: SKU-")),
+            "{shortage:?}"
+        );
+        assert!(
+            !plan
+                .writes
+                .notifications
+                .iter()
+                .any(|n| n.message.contains("SKU-")),
+            "customers never see SKUs"
+        );
+    }
+
+    #[test]
+    fn an_orders_commands_apply_in_seq_order_whatever_their_place_in_the_batch() {
+        let placed = order(Pending, 0);
+        let product = Uuid::now_v7();
+        let cancel = command(
+            EventType::CancelRequested,
+            &placed,
+            2,
+            json!({ "reason": "changed my mind" }),
+        );
+        let created = created(&placed);
+        let plan = plan(
+            &[&cancel, &created],
+            vec![placed.clone()],
+            vec![line(&placed, product, 2, 5)],
+        )
+        .expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Applied, Outcome::Applied]);
+        assert_eq!(status_of(&plan, &placed), Cancelled);
+        assert_eq!(plan.writes.orders[0].applied_seq, 2);
+        assert_eq!(
+            plan.writes.products,
+            [ProductRow {
+                id: product,
+                stock: 5,
+                reserved: 0
+            }],
+            "reserved, then released"
+        );
+        let seqs: Vec<i64> = plan.writes.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+    }
+
+    #[test]
+    fn early_and_already_applied_commands_write_nothing() {
+        let confirmed = order(Confirmed, 1);
+        let again = created(&confirmed);
+        let early = command(
+            EventType::StatusChangeRequested,
+            &confirmed,
+            3,
+            json!({ "status": "shipped" }),
+        );
+        let plan = plan(&[&again, &early], vec![confirmed], Vec::new()).expect("plan");
+        assert_eq!(
+            plan.outcomes,
+            [Outcome::Duplicate, Outcome::Early { next_expected: 2 }]
+        );
+        assert!(
+            plan.writes.orders.is_empty()
+                && plan.writes.entries.is_empty()
+                && plan.writes.processed.is_empty()
+        );
+    }
+
+    #[test]
+    fn a_refused_command_is_recorded_and_counted_as_applied_in_sequence() {
+        let processing = order(Processing, 2);
+        let ship = command(
+            EventType::StatusChangeRequested,
+            &processing,
+            3,
+            json!({ "status": "shipped" }),
+        );
+        let plan = plan(&[&ship], vec![processing.clone()], Vec::new()).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Refused]);
+        assert_eq!(status_of(&plan, &processing), Processing);
+        assert_eq!(plan.writes.orders[0].applied_seq, 3);
+        assert_eq!(plan.writes.entries[0].kind, EntryKind::Rejected);
+        assert!(
+            plan.writes.events.is_empty()
+                && plan.writes.notifications.is_empty()
+                && plan.writes.products.is_empty()
+        );
+        assert_eq!(plan.writes.processed, [(ship.event_id, processing.id)]);
+    }
+
+    #[test]
+    fn shipping_moves_reserved_stock_out_and_keeps_the_tracking_number() {
+        let processing = order(Processing, 2);
+        let product = Uuid::now_v7();
+        let ship = command(
+            EventType::StatusChangeRequested,
+            &processing,
+            3,
+            json!({ "status": "shipped", "tracking_number": "TRK-1" }),
+        );
+        assert!(may_move_stock(&ship));
+        let mut held = line(&processing, product, 2, 5);
+        held.reserved = 2;
+        let plan = plan(&[&ship], vec![processing.clone()], vec![held]).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Applied]);
+        assert_eq!(
+            plan.writes.orders[0].tracking_number.as_deref(),
+            Some("TRK-1")
+        );
+        assert_eq!(
+            plan.writes.products,
+            [ProductRow {
+                id: product,
+                stock: 5,
+                reserved: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_command_for_a_missing_order_or_with_a_bad_payload_fails_the_batch() {
+        let ghost = created(&order(Pending, 0));
+        assert!(
+            matches!(plan(&[&ghost], Vec::new(), Vec::new()), Err(HandleError::Permanent(r)) if r.contains("does not exist"))
+        );
+        let confirmed = order(Confirmed, 1);
+        let garbled = command(
+            EventType::StatusChangeRequested,
+            &confirmed,
+            2,
+            json!({ "status": "teleported" }),
+        );
+        assert!(!may_move_stock(&garbled));
+        assert!(
+            matches!(plan(&[&garbled], vec![confirmed], Vec::new()), Err(HandleError::Permanent(r)) if r.contains("payload"))
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The batch's three statements: lock its orders, lock and read the stock its commands
+//! may move, and write everything [`super::plan`] decided.
+
+use common::events::{Envelope, EventType};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::plan::{LockedOrder, StockLine, Writes};
+
+/// Locks the commands' orders in id order (`NO KEY UPDATE`: the timeline and notification
+/// rows that reference them need not wait). An order that does not exist is absent.
+///
+/// Whether a command was applied before is decided by its `seq` against the order's
+/// `applied_seq`, read under this lock; the inbox's unique key backs that up.
+pub async fn lock_orders(
+    conn: &mut PgConnection,
+    commands: &[&Envelope],
+) -> sqlx::Result<Vec<LockedOrder>> {
+    let ids: Vec<Uuid> = commands.iter().map(|command| command.order_id).collect();
+    sqlx::query_as(
+        "SELECT id, customer_id, status, applied_seq, tracking_number
+         FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+}
+
+/// Locks the products of `orders` in id order and reads their stock with every line.
+/// The lock is `NO KEY UPDATE`: it does not block the foreign-key checks of orders being
+/// placed for the same products.
+pub async fn lock_stock(conn: &mut PgConnection, orders: &[Uuid]) -> sqlx::Result<Vec<StockLine>> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT i.order_id, p.id AS product_id, p.sku, i.quantity, p.stock, p.reserved
+         FROM order_items i JOIN products p ON p.id = i.product_id
+         WHERE i.order_id = ANY($1) ORDER BY p.id FOR NO KEY UPDATE OF p",
+    )
+    .bind(orders)
+    .fetch_all(conn)
+    .await
+}
+
+/// Writes a decided batch in one statement. Once no accepted command is pending, an
+/// order's projected status (what the API checks new requests against) converges on the
+/// real one; applying the command an order was stalled on clears the flag. Every entry
+/// of the batch carries the same instant; their v7 ids, made in order, keep them in order.
+pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()> {
+    let Writes {
+        orders,
+        entries,
+        notifications,
+        events,
+        processed,
+        products,
+    } = writes;
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let payloads = events
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "WITH at AS (SELECT clock_timestamp() AS t),
+         moved AS (
+             UPDATE orders o SET status = u.status::order_status, tracking_number = u.tracking_number,
+                 applied_seq = u.applied_seq,
+                 projected_status = CASE WHEN o.last_seq = u.applied_seq THEN u.status::order_status
+                                         ELSE o.projected_status END,
+                 updated_at = now(),
+                 stalled_reason = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_reason END,
+                 stalled_at = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_at END,
+                 stalled_seq = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_seq END
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
+                 AS u(id, status, tracking_number, applied_seq)
+             WHERE o.id = u.id
+         ), entries AS (
+             INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq, created_at)
+             SELECT u.id, u.order_id, u.kind, u.from_status::order_status, u.to_status::order_status,
+                    u.actor_id, u.actor_role, u.reason, u.seq, at.t
+             FROM unnest($5::uuid[], $6::uuid[], $7::text[], $8::text[], $9::text[], $10::uuid[], $11::text[],
+                         $12::text[], $13::bigint[])
+                 AS u(id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq), at
+         ), notified AS (
+             INSERT INTO notifications (id, user_id, order_id, kind, message)
+             SELECT * FROM unnest($14::uuid[], $15::uuid[], $16::uuid[], $17::text[], $18::text[])
+         ), announced AS (
+             INSERT INTO outbox (event_id, order_id, seq, routing_key, payload)
+             SELECT u.event_id, u.order_id, u.seq, $19, u.payload
+             FROM unnest($20::uuid[], $21::uuid[], $22::bigint[], $23::jsonb[]) AS u(event_id, order_id, seq, payload)
+         ), inbox AS (
+             INSERT INTO processed_messages (event_id, order_id)
+             SELECT * FROM unnest($24::uuid[], $25::uuid[])
+         )
+         UPDATE products p SET stock = u.stock, reserved = u.reserved, updated_at = now()
+         FROM unnest($26::uuid[], $27::int[], $28::int[]) AS u(id, stock, reserved)
+         WHERE p.id = u.id",
+    )
+    .bind(orders.iter().map(|o| o.id).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.tracking_number.as_deref()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.applied_seq).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.order_id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.from.map(|s| s.as_str())).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.to.as_str()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.actor_id).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.actor_role.as_str()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.reason.as_deref()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.seq).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.id).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.user_id).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.order_id).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>())
+    .bind(notifications.iter().map(|n| n.message.as_str()).collect::<Vec<_>>())
+    .bind(EventType::StatusChanged.routing_key())
+    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.order_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
+    .bind(payloads)
+    .bind(processed.iter().map(|(event, _)| *event).collect::<Vec<_>>())
+    .bind(processed.iter().map(|(_, order)| *order).collect::<Vec<_>>())
+    .bind(products.iter().map(|p| p.id).collect::<Vec<_>>())
+    .bind(products.iter().map(|p| p.stock).collect::<Vec<_>>())
+    .bind(products.iter().map(|p| p.reserved).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
