@@ -5,12 +5,16 @@
 #      (bench/create_order.sql, generated from the code) at 32 clients against a copy of the
 #      schema: medians and their ratio, latency percentiles, and order-placed → confirmed
 #      latency from the timeline.
-#   2. Worker drain rate: a backlog built with the workers stopped, drained by 1 worker
+#   2. Open loop (api/examples/open_loop.rs: a fixed rate, latency counted from when each
+#      request was due): rates rising from 250 orders/s, 30 s each, with 2 workers, orders
+#      over 100 products; POST latency and created → decided (confirmed or cancelled) from the
+#      timeline; the sustained capacity is the highest rate at which every order was accepted
+#      and created → decided p99 stayed under 250 ms. Then the same for one hot product whose
+#      stock runs out half-way through each step (a flash sale): exactly the stock is confirmed.
+#   3. Worker drain rate: a backlog built with the workers stopped, drained by 1 worker
 #      and by 2 workers, alternated 3 times each; medians and their ratio. Once with orders
 #      spread over 20 products, once with every order for the same product (a flash sale:
 #      one hot row that every reservation must lock in turn).
-#   3. A flash sale: 500 units of one product, orders for one unit each for 10 s; exactly
-#      500 must be confirmed and the rest cancelled out of stock.
 #   4. GET /api/orders/my (first page of 20, with lines) for a customer with 10,000 orders,
 #      alternated 3 times with pgbench running the same statements (bench/list_my_orders.sql).
 #   5. The api's and a worker's metrics, scraped after the runs.
@@ -20,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || apt-get install -y -qq wrk
 scripts/services.sh
-cargo build --release --quiet --bins
+cargo build --release --quiet --bins --example open_loop
 
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/orderflow_bench
 export AMQP_EXCHANGE="bench.$$" AMQP_QUEUE="bench.$$.orders"
@@ -33,9 +37,9 @@ DATABASE_URL=$PGBENCH_URL ./target/release/api migrate >/dev/null
 sql() { psql -qAt "$DATABASE_URL" -c "$1"; }
 # --smoke: seconds instead of minutes, so CI runs every step; its numbers mean nothing.
 if [ "${1:-}" = --smoke ]; then
-  ROUND_SECS=2 BACKLOG_SECS=1 READER_ORDERS=1000
+  ROUND_SECS=2 BACKLOG_SECS=1 READER_ORDERS=1000 STEP_SECS=2 RATES=(100)
 else
-  ROUND_SECS=10 BACKLOG_SECS=4 READER_ORDERS=10000
+  ROUND_SECS=10 BACKLOG_SECS=4 READER_ORDERS=10000 STEP_SECS=30 RATES=(250 500 750 1000 1250 1500 2000)
 fi
 api=http://127.0.0.1:8099
 
@@ -68,7 +72,7 @@ admin=$(login admin bench-admin-password)
 curl -fs $api/api/auth/register -H 'content-type: application/json' \
   -d '{"email":"buyer@bench.test","username":"buyer","password":"bench-buyer-password"}' >/dev/null
 export TOKEN=$(login buyer bench-buyer-password)
-for i in $(seq 20); do
+for i in $(seq 100); do
   curl -fs $api/api/products -H "authorization: Bearer $admin" -H 'content-type: application/json' \
     -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price\":\"1.00\",\"stock\":100000000}" >/dev/null
 done
@@ -130,7 +134,58 @@ worker_peak=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/${workers[0]}/status
 stop_workers
 export LINES=1
 
-echo "== 2. draining a backlog: 1 worker vs 2 workers, alternated"
+echo "== 2. open loop: a fixed rate for ${STEP_SECS}s per step, 2 workers; latency from when each order was due"
+# Created -> decided (the first status change: confirmed, or cancelled out of stock) for
+# the orders placed since $1: count|p50 ms|p99 ms.
+decided() {
+  sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN order_events c
+         ON c.order_id = p.order_id AND c.kind = 'status_changed' AND c.seq = 1
+       WHERE p.kind = 'created' AND p.created_at >= '$1')
+       SELECT count(*), coalesce(round(extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY d)) * 1000, 1), 0),
+              coalesce(round(extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d)) * 1000, 1), 0) FROM t"
+}
+# step RATE PRODUCTS [STOCK]: one step at RATE orders/s over PRODUCTS products (with STOCK:
+# the only product gets that stock first); prints a table row, and succeeds when every order
+# was accepted and decided, created -> decided p99 stayed under 250 ms, and no more than the
+# stock was confirmed.
+step() {
+  local rate=$1 products=$2 stock=${3:-} since out confirmed=""
+  [ -n "$stock" ] && sql "UPDATE products SET stock = $stock, reserved = 0 WHERE sku = 'BENCH-1'"
+  since=$(sql "SELECT clock_timestamp()")
+  out=$(./target/release/examples/open_loop --url $api --rate "$rate" --secs "$STEP_SECS" --products "$products")
+  local deadline=$((SECONDS + 60))
+  until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ] || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
+  local decided p50 p99 ok failed not_sent post50 post99
+  IFS='|' read -r decided p50 p99 <<<"$(decided "$since")"
+  read -r ok failed not_sent post50 post99 < <(echo "$out" | jq -r '"\(.ok) \(.failed) \(.not_sent) \(.p50_ms) \(.p99_ms)"')
+  local fits=1
+  if [ -n "$stock" ]; then
+    confirmed=$(sql "SELECT count(*) FROM orders WHERE created_at >= '$since' AND status = 'confirmed'")
+    [ "$confirmed" = "$(( stock < ok ? stock : ok ))" ] || fits=0
+    confirmed=" ($confirmed confirmed of $stock in stock)"
+  fi
+  printf '| %s | %s accepted, %s failed, %s not sent | %.1f / %.1f ms | %s / %s ms%s |\n' \
+    "$rate" "$ok" "$failed" "$not_sent" "$post50" "$post99" "$p50" "$p99" "$confirmed"
+  [ "$failed" = 0 ] && [ "$not_sent" = 0 ] && [ "$decided" = "$ok" ] && [ "$fits" = 1 ] \
+    && [ "$(echo "$p99 < 250" | bc)" = 1 ]
+}
+# capacity LABEL PRODUCTS [flash]: steps up the rates until one fails; the last that held is
+# the sustained capacity.
+capacity() {
+  local best=0 rate
+  echo "| $1: orders/s | orders | POST p50 / p99 | created -> decided p50 / p99 |"
+  echo "|---|---|---|---|"
+  for rate in "${RATES[@]}"; do
+    if step "$rate" "$2" ${3:+$((rate * STEP_SECS / 2))}; then best=$rate; else break; fi
+  done
+  echo "sustained capacity, $1: $best orders/s"
+}
+start_workers 2
+capacity "orders over 100 products" 100
+capacity "every order for one product, stock for half of them" 1 flash
+stop_workers
+
+echo "== 3. draining a backlog: 1 worker vs 2 workers, alternated"
 drain() {
   wrk -t2 -c16 -d"${BACKLOG_SECS}s" -s bench/place_order.lua $api >/dev/null
   local backlog; backlog=$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")
@@ -151,18 +206,6 @@ compare() {
 }
 PRODUCTS=20 compare "orders over 20 products"
 PRODUCTS=1 compare "every order for one product"
-
-echo "== 3. flash sale: one product with 500 in stock, ${ROUND_SECS}s of one-unit orders with 2 workers running"
-sql "UPDATE products SET stock = 500, reserved = 0 WHERE sku = 'BENCH-1'"
-since=$(sql "SELECT now()")
-start_workers 2
-PRODUCTS=1 LINES=1 wrk -t2 -c32 -d"${ROUND_SECS}s" -s bench/place_order.lua $api | grep -E "requests/s"
-until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ]; do sleep 0.2; done
-stop_workers
-sql "SELECT format('%s orders: %s confirmed, %s cancelled out of stock; stock left %s, reserved %s',
-       count(*), count(*) FILTER (WHERE o.status = 'confirmed'), count(*) FILTER (WHERE o.status = 'cancelled'),
-       (SELECT stock FROM products WHERE sku = 'BENCH-1'), (SELECT reserved FROM products WHERE sku = 'BENCH-1'))
-     FROM orders o WHERE o.created_at >= '$since'"
 
 echo "== 4. GET /api/orders/my (page of 20 with lines) for a customer with $READER_ORDERS orders: api (wrk -c32) vs pgbench (-c32), alternated"
 sql "INSERT INTO users (id, email, username, full_name, password_hash, role)

@@ -156,7 +156,7 @@ async fn apply_all(
         match batch.await {
             Ok(Ok(outcomes)) => return outcomes.into_iter().map(|o| Some(Ok(o))).collect(),
             Ok(Err(error)) => {
-                tracing::info!(
+                tracing::warn!(
                     error = format!("{error:#}"),
                     size = commands.len(),
                     "batch failed; applying its commands one by one"
