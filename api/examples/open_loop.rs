@@ -2,12 +2,13 @@
 //! take, so a slow server meets a growing queue instead of a politely waiting client (the
 //! coordinated-omission trap of closed-loop tools). Each request's latency counts from the
 //! moment it was due, not from when it was sent. Unlike oha, every order can name different
-//! products. Prints one JSON line: requests due, answered, failed, not sent (the in-flight
-//! bound was reached), and latency percentiles in milliseconds.
+//! products. Prints one JSON line: requests due, answered, failed (by status), not sent (the
+//! in-flight bound was reached), and latency percentiles of the successes in milliseconds.
 //!
 //! `cargo run --release -p api --example open_loop -- --rate 500 --secs 30 --products 30`
 
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -69,10 +70,13 @@ async fn main() -> anyhow::Result<()> {
             .header("authorization", &auth)
             .json(&order(args.products, args.lines));
         requests.spawn(async move {
-            let answered = request.send().await;
-            let ok = answered.is_ok_and(|response| response.status().is_success());
+            let answer = match request.send().await {
+                Ok(response) if response.status().is_success() => None,
+                Ok(response) => Some(response.status().as_u16().to_string()),
+                Err(_) => Some("no answer".to_owned()),
+            };
             drop(slot);
-            (ok, due.elapsed())
+            (answer, due.elapsed())
         });
         // Reap finished requests as we go, so their results do not pile up.
         while let Some(done) = requests.try_join_next() {
@@ -95,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
             "rate": args.rate,
             "due": due_total,
             "ok": tally.ok,
-            "failed": tally.failed,
+            "failed": tally.failed.values().sum::<u64>(),
+            "failures": tally.failed,
             "not_sent": not_sent,
             "achieved_per_sec": tally.ok as f64 / start.elapsed().as_secs_f64(),
             "p50_ms": percentile(0.50),
@@ -124,17 +129,20 @@ fn order(products: u32, lines: u32) -> serde_json::Value {
 #[derive(Default)]
 struct Tally {
     ok: u64,
-    failed: u64,
+    /// Failed requests by HTTP status, or "no answer".
+    failed: BTreeMap<String, u64>,
     latencies: Vec<Duration>,
 }
 
 impl Tally {
-    fn record(&mut self, (ok, latency): (bool, Duration)) {
-        if ok {
-            self.ok += 1;
-            self.latencies.push(latency);
-        } else {
-            self.failed += 1;
+    /// A request's failure (`None`: it succeeded) and latency.
+    fn record(&mut self, (failure, latency): (Option<String>, Duration)) {
+        match failure {
+            None => {
+                self.ok += 1;
+                self.latencies.push(latency);
+            }
+            Some(failure) => *self.failed.entry(failure).or_default() += 1,
         }
     }
 }

@@ -28,15 +28,21 @@ pub async fn lock_orders(
 
 /// Locks the products of `orders` in id order and reads their stock with every line.
 /// The lock is `NO KEY UPDATE`: it does not block the foreign-key checks of orders being
-/// placed for the same products.
+/// placed for the same products. Each product is locked by one row: locking it once per
+/// line (a join) re-locks a row another batch has updated meanwhile through its update
+/// chain, which PostgreSQL can report as a deadlock between batches.
 pub async fn lock_stock(conn: &mut PgConnection, orders: &[Uuid]) -> sqlx::Result<Vec<StockLine>> {
     if orders.is_empty() {
         return Ok(Vec::new());
     }
     sqlx::query_as(
-        "SELECT i.order_id, p.id AS product_id, p.sku, i.quantity, p.stock, p.reserved
-         FROM order_items i JOIN products p ON p.id = i.product_id
-         WHERE i.order_id = ANY($1) ORDER BY p.id FOR NO KEY UPDATE OF p",
+        "WITH locked AS MATERIALIZED (
+             SELECT id, sku, stock, reserved FROM products
+             WHERE id IN (SELECT product_id FROM order_items WHERE order_id = ANY($1))
+             ORDER BY id FOR NO KEY UPDATE
+         )
+         SELECT i.order_id, l.id AS product_id, l.sku, i.quantity, l.stock, l.reserved
+         FROM order_items i JOIN locked l ON l.id = i.product_id WHERE i.order_id = ANY($1)",
     )
     .bind(orders)
     .fetch_all(conn)
