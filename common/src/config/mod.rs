@@ -187,7 +187,7 @@ impl Settings {
                     "DATABASE_URL",
                     "postgres://postgres@127.0.0.1:5432/orderflow",
                 )),
-                max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 10, "a whole number")?,
+                max_connections: parse(&lookup, "DATABASE_MAX_CONNECTIONS", 20, "a whole number")?,
                 acquire_timeout: Duration::from_millis(parse(
                     &lookup,
                     "DATABASE_ACQUIRE_TIMEOUT_MS",
