@@ -1,11 +1,11 @@
 //! Prometheus metrics: present in the exposition text and moving once an order flows.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, wait_until};
 
 /// Sums the samples of `name` whose labels include every pair in `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -58,6 +58,15 @@ async fn metrics_are_exported_and_move_when_an_order_flows(pool: PgPool) {
         )
         .await;
     assert_eq!(refused.status(), StatusCode::CONFLICT);
+    // The worker's relay publishes its order.status_changed event after the commit, on its own time.
+    let published =
+        |text: &str| sample(text, "orderflow_outbox_published_total", &[]).unwrap_or(0.0);
+    wait_until(
+        "both events are published",
+        Duration::from_secs(10),
+        || async { published(&scrape(&app.client, &url).await) >= 2.0 },
+    )
+    .await;
 
     let after = scrape(&app.client, &url).await;
     assert_eq!(created(&after), created(&before) + 1.0);
@@ -94,7 +103,7 @@ async fn metrics_are_exported_and_move_when_an_order_flows(pool: PgPool) {
     assert!(sample(&after, "orderflow_worker_queue_lag_seconds_count", &[]).unwrap_or(0.0) >= 1.0);
     assert!(sample(&after, "orderflow_worker_handling_seconds_count", &[]).unwrap_or(0.0) >= 1.0);
     // The order's command and the worker's order.status_changed event.
-    assert!(sample(&after, "orderflow_outbox_published_total", &[]).unwrap_or(0.0) >= 2.0);
+    assert!(published(&after) >= 2.0);
     assert!(sample(&after, "orderflow_outbox_publish_seconds_count", &[]).unwrap_or(0.0) >= 2.0);
 
     // The worker's own listener serves the same process-wide registry.
