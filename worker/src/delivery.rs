@@ -143,7 +143,8 @@ pub async fn process_batch(context: Arc<Context>, deliveries: Vec<Delivery>) {
 }
 
 /// The outcome of every command, in order: all from one transaction when the batch
-/// commits, else from one transaction each (in the batch's order), each retried in place
+/// commits, all the same transient failure when the database cannot be reached, else from
+/// one transaction each (in the batch's order), each retried in place
 /// for brief hiccups (a lock timeout, a failover) before it is handed back to the broker
 /// for a longer wait. `None` for a command whose handler panicked.
 async fn apply_all(
@@ -155,6 +156,19 @@ async fn apply_all(
         let batch = AssertUnwindSafe(handlers::handle_batch(pool, &envelopes)).catch_unwind();
         match batch.await {
             Ok(Ok(outcomes)) => return outcomes.into_iter().map(|o| Some(Ok(o))).collect(),
+            // Applying the commands one by one would only meet the same outage once per
+            // command (retries included): they all wait in the delay queue instead.
+            Ok(Err(error)) if error.is_database_unreachable() => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    size = commands.len(),
+                    "batch failed: database unreachable; every command will be retried"
+                );
+                return commands
+                    .iter()
+                    .map(|_| Some(Err(HandleError::Transient(anyhow::anyhow!("{error:#}")))))
+                    .collect();
+            }
             Ok(Err(error)) => {
                 tracing::warn!(
                     error = format!("{error:#}"),

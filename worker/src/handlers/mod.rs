@@ -39,6 +39,25 @@ pub enum HandleError {
     Permanent(String),
 }
 
+impl HandleError {
+    /// The database could not be reached at all (no connection, or it broke): every other
+    /// command would fail the same way now.
+    pub fn is_database_unreachable(&self) -> bool {
+        let HandleError::Transient(error) = self else {
+            return false;
+        };
+        matches!(
+            error.downcast_ref::<sqlx::Error>(),
+            Some(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+            )
+        )
+    }
+}
+
 impl From<sqlx::Error> for HandleError {
     fn from(error: sqlx::Error) -> Self {
         HandleError::Transient(error.into())
@@ -59,12 +78,6 @@ pub async fn handle_batch(
     pool: &PgPool,
     commands: &[&Envelope],
 ) -> Result<Vec<Outcome>, HandleError> {
-    if let Some(other) = commands.iter().find(|c| !c.event_type.is_command()) {
-        return Err(HandleError::Permanent(format!(
-            "{} is not a command the worker applies",
-            other.event_type.routing_key()
-        )));
-    }
     // A stuck lock must not hold a worker forever; the batch is retried instead.
     let mut tx = pool
         .begin_with("BEGIN; SET LOCAL lock_timeout = '5s'")
@@ -80,4 +93,19 @@ pub async fn handle_batch(
     store::write(&mut tx, &plan.writes).await?;
     tx.commit().await?;
     Ok(plan.outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lost_connection_counts_as_the_database_unreachable() {
+        assert!(HandleError::from(sqlx::Error::PoolTimedOut).is_database_unreachable());
+        let broken = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(HandleError::from(sqlx::Error::Io(broken)).is_database_unreachable());
+        assert!(!HandleError::from(sqlx::Error::RowNotFound).is_database_unreachable());
+        assert!(!HandleError::Transient(anyhow::anyhow!("lock timeout")).is_database_unreachable());
+        assert!(!HandleError::Permanent("bad payload".into()).is_database_unreachable());
+    }
 }

@@ -364,7 +364,7 @@ fn short_id(id: Uuid) -> String {
 
 /// Decodes a command's payload; a payload that does not fit its type is permanent.
 fn payload<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, HandleError> {
-    serde_json::from_value(envelope.payload.clone()).map_err(|e| {
+    T::deserialize(&envelope.payload).map_err(|e| {
         HandleError::Permanent(format!(
             "{} payload is invalid: {e}",
             envelope.event_type.routing_key()
@@ -497,6 +497,11 @@ mod tests {
             role: "vendor".into(),
         };
         Envelope::new(kind, order.id, seq, vendor, "test", payload)
+    }
+
+    /// A vendor's `order.status_change_requested`.
+    fn status_change(order: &LockedOrder, seq: i64, payload: serde_json::Value) -> Envelope {
+        command(EventType::StatusChangeRequested, order, seq, payload)
     }
 
     fn created(order: &LockedOrder) -> Envelope {
@@ -649,12 +654,7 @@ mod tests {
     fn early_and_already_applied_commands_write_nothing() {
         let confirmed = order(Confirmed, 1);
         let again = created(&confirmed);
-        let early = command(
-            EventType::StatusChangeRequested,
-            &confirmed,
-            3,
-            json!({ "status": "shipped" }),
-        );
+        let early = status_change(&confirmed, 3, json!({ "status": "shipped" }));
         let plan = plan(&[&again, &early], vec![confirmed], Vec::new()).expect("plan");
         assert_eq!(
             plan.outcomes,
@@ -670,12 +670,7 @@ mod tests {
     #[test]
     fn a_refused_command_is_recorded_and_counted_as_applied_in_sequence() {
         let processing = order(Processing, 2);
-        let ship = command(
-            EventType::StatusChangeRequested,
-            &processing,
-            3,
-            json!({ "status": "shipped" }),
-        );
+        let ship = status_change(&processing, 3, json!({ "status": "shipped" }));
         let plan = plan(&[&ship], vec![processing.clone()], Vec::new()).expect("plan");
         assert_eq!(plan.outcomes, [Outcome::Refused]);
         assert_eq!(status_of(&plan, &processing), Processing);
@@ -693,8 +688,7 @@ mod tests {
     fn shipping_moves_reserved_stock_out_and_keeps_the_tracking_number() {
         let processing = order(Processing, 2);
         let product = Uuid::now_v7();
-        let ship = command(
-            EventType::StatusChangeRequested,
+        let ship = status_change(
             &processing,
             3,
             json!({ "status": "shipped", "tracking_number": "TRK-1" }),
@@ -725,12 +719,7 @@ mod tests {
             matches!(plan(&[&ghost], Vec::new(), Vec::new()), Err(HandleError::Permanent(r)) if r.contains("does not exist"))
         );
         let confirmed = order(Confirmed, 1);
-        let garbled = command(
-            EventType::StatusChangeRequested,
-            &confirmed,
-            2,
-            json!({ "status": "teleported" }),
-        );
+        let garbled = status_change(&confirmed, 2, json!({ "status": "teleported" }));
         assert!(!may_move_stock(&garbled));
         assert!(
             matches!(plan(&[&garbled], vec![confirmed], Vec::new()), Err(HandleError::Permanent(r)) if r.contains("payload"))

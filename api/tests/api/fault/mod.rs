@@ -311,6 +311,20 @@ async fn publish_raw(app: &TestApp, routing_key: &str, message_id: &str, body: &
     connection.close(200, "done".into()).await.expect("close");
 }
 
+/// Publishes, as message `ghost-1`, an `order.created` for an order that does not exist.
+async fn publish_ghost(app: &TestApp) {
+    let ghost = Envelope::new(
+        common::events::EventType::OrderCreated,
+        uuid::Uuid::now_v7(),
+        1,
+        common::events::Actor::system(),
+        "test",
+        json!({}),
+    );
+    let body = serde_json::to_string(&ghost).expect("json");
+    publish_raw(app, "order.created", "ghost-1", body.as_bytes()).await;
+}
+
 /// Scenario 4: the same message delivered three times has one effect.
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_message_delivered_three_times_has_one_effect(pool: PgPool) {
@@ -360,21 +374,7 @@ async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool.clone(), 1).await;
     let alice = shop(&app, 10).await;
     publish_raw(&app, "order.created", "poison-1", b"{ not json").await;
-    let ghost = Envelope::new(
-        common::events::EventType::OrderCreated,
-        uuid::Uuid::now_v7(),
-        1,
-        common::events::Actor::system(),
-        "test",
-        json!({}),
-    );
-    publish_raw(
-        &app,
-        "order.created",
-        "ghost-1",
-        serde_json::to_string(&ghost).expect("json").as_bytes(),
-    )
-    .await;
+    publish_ghost(&app).await;
     let id = app.order_id(&alice, "BULK", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
 
@@ -439,16 +439,7 @@ async fn a_bad_command_in_a_batch_fails_only_itself(pool: PgPool) {
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let alice = shop(&app, 100).await;
     place_orders(&app, &alice, ORDERS / 2, 4).await;
-    let ghost = Envelope::new(
-        common::events::EventType::OrderCreated,
-        uuid::Uuid::now_v7(),
-        1,
-        common::events::Actor::system(),
-        "test",
-        json!({}),
-    );
-    let ghost = serde_json::to_string(&ghost).expect("json");
-    publish_raw(&app, "order.created", "ghost-1", ghost.as_bytes()).await;
+    publish_ghost(&app).await;
     place_orders(&app, &alice, ORDERS / 2, 4).await;
     wait_until_published(&pool).await;
 
