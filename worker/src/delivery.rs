@@ -183,8 +183,11 @@ async fn apply_all(
         }
         metrics::counter!("orderflow_worker_batch_fallbacks_total").increment(1);
     }
-    let mut turn: Vec<usize> = (0..commands.len()).collect();
-    turn.sort_by_key(|&i| (commands[i].envelope.order_id, commands[i].envelope.seq));
+    let turn = handlers::turns(
+        commands
+            .iter()
+            .map(|c| (c.envelope.order_id, c.envelope.seq)),
+    );
     let mut outcomes: Vec<Option<Result<Outcome, HandleError>>> =
         commands.iter().map(|_| None).collect();
     for i in turn {

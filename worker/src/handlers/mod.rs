@@ -13,6 +13,8 @@
 mod plan;
 mod store;
 
+pub use plan::turns;
+
 use common::events::Envelope;
 use sqlx::PgPool;
 

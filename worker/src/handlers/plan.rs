@@ -107,6 +107,20 @@ pub struct Plan {
     pub writes: Writes,
 }
 
+/// The order in which to apply a batch's commands, given each one's order and `seq`: orders
+/// take their turns in the order their first command arrived, so stock goes to orders as
+/// they were accepted; each order's commands in `seq` order, wherever they sit in the batch.
+pub fn turns(commands: impl Iterator<Item = (Uuid, i64)>) -> Vec<usize> {
+    let keys: Vec<(Uuid, i64)> = commands.collect();
+    let mut first_arrival: HashMap<Uuid, usize> = HashMap::new();
+    for (i, (order_id, _)) in keys.iter().enumerate() {
+        first_arrival.entry(*order_id).or_insert(i);
+    }
+    let mut turn: Vec<usize> = (0..keys.len()).collect();
+    turn.sort_by_key(|&i| (first_arrival[&keys[i].0], keys[i].1));
+    turn
+}
+
 /// Decides `commands` against `orders` and `stock`. An order's commands are taken in `seq`
 /// order; a command for an order not among `orders`, or with a payload that does not fit
 /// its type, fails the whole batch (permanently).
@@ -122,9 +136,7 @@ pub fn plan(
     let mut book = StockBook::new(stock);
     let mut writes = Writes::default();
     let mut outcomes = vec![Outcome::Duplicate; commands.len()];
-    let mut turn: Vec<usize> = (0..commands.len()).collect();
-    turn.sort_by_key(|&i| (commands[i].order_id, commands[i].seq));
-    for i in turn {
+    for i in turns(commands.iter().map(|c| (c.order_id, c.seq))) {
         let command = commands[i];
         let Some((order, changed)) = orders.get_mut(&command.order_id) else {
             return Err(HandleError::Permanent(format!(
@@ -615,6 +627,29 @@ mod tests {
                 .any(|n| n.message.contains("SKU-")),
             "customers never see SKUs"
         );
+    }
+
+    #[test]
+    fn stock_goes_to_orders_in_the_order_they_arrived_whatever_their_ids() {
+        let product = Uuid::now_v7();
+        let mut orders: Vec<LockedOrder> = (0..3).map(|_| order(Pending, 0)).collect();
+        // The batch holds them newest id first; one unit each, two in stock.
+        orders.sort_by_key(|o| std::cmp::Reverse(o.id));
+        let stock = orders.iter().map(|o| line(o, product, 1, 2)).collect();
+        let commands: Vec<Envelope> = orders.iter().map(created).collect();
+        let refs: Vec<&Envelope> = commands.iter().collect();
+        let plan = plan(&refs, orders.clone(), stock).expect("plan");
+        assert_eq!(status_of(&plan, &orders[0]), Confirmed);
+        assert_eq!(status_of(&plan, &orders[1]), Confirmed);
+        assert_eq!(status_of(&plan, &orders[2]), Cancelled);
+    }
+
+    #[test]
+    fn turns_keep_arrival_across_orders_and_seq_within_one() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        // b arrived first; a's seq 2 arrived before its seq 1.
+        let batch = [(b, 1), (a, 2), (b, 2), (a, 1)];
+        assert_eq!(turns(batch.into_iter()), [0, 2, 3, 1]);
     }
 
     #[test]
