@@ -94,8 +94,8 @@ cpu_seconds() {
   echo "$ticks / $(getconf CLK_TCK)" | bc -l
 }
 processes=(postgres beam.smp api worker)
-declare -A cpu_used=()
-api_rates=() pg_rates=() measured_orders=0
+declare -A cpu_used=() pg_cpu_used=()
+api_rates=() pg_rates=() measured_orders=0 pg_transactions=0
 for round in 1 2 3; do
   declare -A cpu_start=()
   for c in "${processes[@]}"; do cpu_start[$c]=$(cpu_seconds "$c"); done
@@ -108,9 +108,15 @@ for round in 1 2 3; do
   for c in "${processes[@]}"; do
     cpu_used[$c]=$(echo "${cpu_used[$c]:-0} + $(cpu_seconds "$c") - ${cpu_start[$c]}" | bc)
   done
-  pg_rates+=("$(pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/create_order.sql \
+  for c in postgres pgbench; do cpu_start[$c]=$(cpu_seconds "$c"); done
+  out=$(pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/create_order.sql \
     -D customer="$customer" -D product1="$(product 1)" -D product2="$(product 2)" -D product3="$(product 3)" \
-    "$PGBENCH_URL" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')")
+    "$PGBENCH_URL" 2>/dev/null)
+  pg_rates+=("$(echo "$out" | awk '/^tps/ {printf "%.0f", $3}')")
+  pg_transactions=$((pg_transactions + $(echo "$out" | awk '/transactions actually processed/ {print $NF}')))
+  for c in postgres pgbench; do
+    pg_cpu_used[$c]=$(echo "${pg_cpu_used[$c]:-0} + $(cpu_seconds "$c") - ${cpu_start[$c]}" | bc)
+  done
   echo "round $round: api ${api_rates[-1]} orders/s, pgbench ${pg_rates[-1]} tps"
 done
 median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
@@ -127,6 +133,11 @@ sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN
 echo "CPU per 1,000 orders placed and confirmed ($measured_orders orders, api rounds only):"
 for c in "${processes[@]}"; do
   printf '  %-9s %.2f s\n' "$c" "$(echo "${cpu_used[$c]} * 1000 / $measured_orders" | bc -l)"
+done
+# On saturated cores throughput goes as 1 / CPU per order: this is the ratio's ceiling.
+echo "CPU per 1,000 transactions of pgbench ($pg_transactions transactions, pgbench rounds):"
+for c in postgres pgbench; do
+  printf '  %-9s %.2f s\n' "$c" "$(echo "${pg_cpu_used[$c]} * 1000 / $pg_transactions" | bc -l)"
 done
 sleep 6 # the outbox gauges are sampled every 5 s
 worker_scrape=$(curl -fs http://127.0.0.1:9191/metrics)

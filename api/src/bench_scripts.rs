@@ -95,13 +95,7 @@ fn list_my_orders() -> String {
             substitute(FIND_BY_ID_SQL, &strings(&[":customer::uuid"])),
             substitute(
                 CUSTOMER_PAGE_SQL,
-                &strings(&[
-                    ":customer::uuid",
-                    "NULL::order_status",
-                    "NULL::bool",
-                    "20",
-                    "0",
-                ]),
+                &strings(&[":customer::uuid", "NULL::order_status", "20", "0"]),
             ),
             substitute(ITEMS_OF_SQL, &strings(&[":page_ids::uuid[]"])),
         ],

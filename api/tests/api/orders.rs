@@ -554,3 +554,58 @@ async fn racing_status_changes_for_one_order_are_accepted_once_and_numbered_in_t
     assert_eq!(seqs, [1, 2]);
     app.wait_for_status(&alice.token, &id, "processing").await;
 }
+
+/// `order_counts` as (customer, status, orders), and the same counted from `orders`.
+async fn kept_and_actual_counts(
+    pool: &PgPool,
+) -> (Vec<(String, String, i64)>, Vec<(String, String, i64)>) {
+    let kept = sqlx::query_as(
+        "SELECT customer_id::text, status::text, orders FROM order_counts WHERE orders <> 0 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("kept counts");
+    let actual = sqlx::query_as(
+        "SELECT customer_id::text, status::text, count(*) FROM orders WHERE status <> 'pending'
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("actual counts");
+    (kept, actual)
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn kept_order_counts_match_the_orders_after_any_insert_update_or_delete(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let (_, alice) = shop(&app).await;
+    let bob = app.user(Role::Customer, "bob").await;
+    for customer in [&alice, &bob] {
+        for _ in 0..3 {
+            app.order_id(customer, "MUG", 1).await;
+        }
+    }
+    // Writers other than the worker too: rows inserted decided, moved in bulk, deleted.
+    let steps = [
+        "INSERT INTO orders (id, customer_id, status, projected_status, currency, total_amount_minor,
+             items_count, customer_name, customer_email, shipping_address)
+         SELECT gen_random_uuid(), id, 'delivered', 'delivered', 'USD', 100, 1, 'x', 'x@example.com', 'x'
+         FROM users WHERE role = 'customer'",
+        "UPDATE orders SET status = 'confirmed' WHERE status = 'pending'",
+        "UPDATE orders SET status = 'shipped'
+         WHERE id IN (SELECT id FROM orders WHERE status = 'confirmed' ORDER BY id LIMIT 4)",
+        "UPDATE orders SET updated_at = now()",
+        "DELETE FROM order_items",
+        "DELETE FROM orders WHERE status = 'delivered'",
+    ];
+    for step in steps {
+        sqlx::query(sqlx::AssertSqlSafe(step))
+            .execute(&pool)
+            .await
+            .expect(step);
+        let (kept, actual) = kept_and_actual_counts(&pool).await;
+        assert_eq!(kept, actual, "after: {step}");
+    }
+    let (kept, _) = kept_and_actual_counts(&pool).await;
+    assert_eq!(kept.iter().map(|(_, _, n)| n).sum::<i64>(), 6);
+}

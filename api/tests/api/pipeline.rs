@@ -422,3 +422,69 @@ async fn a_deleted_work_queue_is_declared_again_and_orders_keep_flowing(pool: Pg
     app.start_workers(1);
     app.wait_for_status(&alice.token, &id, "confirmed").await;
 }
+
+/// A customer's list total, optionally for one status, as the api reports it.
+async fn listed_total(app: &TestApp, token: &str, status: Option<&str>) -> i64 {
+    let path = match status {
+        Some(status) => format!("/api/orders/my?status={status}"),
+        None => "/api/orders/my".to_owned(),
+    };
+    let page: Value = app.get(&path, token).await.json().await.expect("json");
+    page["total"].as_i64().expect("total")
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn list_totals_stay_exact_while_orders_move_between_statuses(pool: PgPool) {
+    let app = TestApp::spawn_with_broker(pool).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    let bob = app.user(Role::Customer, "bob").await;
+    app.product(&vendor, "LAMP", "40.00", 2).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(app.order_id(&alice, "LAMP", 1).await);
+    }
+    // No worker yet: all three are pending, counted from the orders themselves.
+    assert_eq!(listed_total(&app, &alice.token, None).await, 3);
+    assert_eq!(listed_total(&app, &alice.token, Some("pending")).await, 3);
+    assert_eq!(listed_total(&app, &alice.token, Some("confirmed")).await, 0);
+
+    app.start_workers(1);
+    app.wait_for_status(&alice.token, &ids[0], "confirmed")
+        .await;
+    app.wait_for_status(&alice.token, &ids[1], "confirmed")
+        .await;
+    app.wait_for_status(&alice.token, &ids[2], "cancelled")
+        .await;
+    app.move_order(&vendor, &ids[0], json!({ "status": "processing" }))
+        .await;
+
+    let expected = [
+        (None, 3),
+        (Some("pending"), 0),
+        (Some("confirmed"), 1),
+        (Some("processing"), 1),
+        (Some("cancelled"), 1),
+        (Some("shipped"), 0),
+    ];
+    for (status, total) in expected {
+        assert_eq!(
+            listed_total(&app, &alice.token, status).await,
+            total,
+            "alice's total for {status:?}"
+        );
+        assert_eq!(
+            listed_total(&app, &bob.token, status).await,
+            0,
+            "bob's total for {status:?}"
+        );
+    }
+    // Past the last page the total is read on its own, and is the same.
+    let past: Value = app
+        .get("/api/orders/my?page=5&status=confirmed", &alice.token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(past["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(past["total"], 1);
+}
