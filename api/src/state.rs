@@ -16,9 +16,6 @@ pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
     pub jwt: Arc<JwtKeys>,
-    /// A real hash to verify against when a login names no user, so that answer takes as
-    /// long as a wrong password and does not reveal which accounts exist.
-    pub dummy_password_hash: Arc<str>,
     pub broker: BrokerStatus,
     /// Wakes the outbox relay right after a transaction wrote outbox rows.
     pub outbox_wake: Arc<Notify>,
@@ -53,14 +50,12 @@ impl Guards {
 }
 
 impl AppState {
-    pub async fn new(pool: PgPool, settings: Settings) -> anyhow::Result<Self> {
-        let dummy = crate::auth::password::hash("timing-equaliser-not-a-password".into()).await?;
+    pub fn new(pool: PgPool, settings: Settings) -> anyhow::Result<Self> {
         Ok(Self {
             pool,
             jwt: Arc::new(JwtKeys::new(&settings.auth)),
             guards: Arc::new(Guards::new(&settings)?),
             settings: Arc::new(settings),
-            dummy_password_hash: dummy.into(),
             broker: BrokerStatus::default(),
             outbox_wake: Arc::new(Notify::new()),
         })

@@ -88,7 +88,7 @@ impl TestApp {
         let database = &settings.database;
         let options = common::db::session_options(database, (*test_pool.connect_options()).clone());
         let pool = common::db::pool_options(database).connect_lazy_with(options);
-        let state = AppState::new(pool.clone(), settings).await.expect("state");
+        let state = AppState::new(pool.clone(), settings).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     accounts::{self, NewUser, PASSWORD_LENGTH, UserResponse},
     auth::{
-        ClientIp, CurrentUser,
+        ClientIp, CurrentUser, password,
         throttle::{AccountKey, AccountLimit},
     },
     error::{ApiError, ApiResult, Problem},
@@ -203,9 +203,9 @@ pub async fn login(
         });
     state.guards.accounts.reserve(&mut conn, key).await?;
     drop(conn);
-    // Verify against a dummy hash for unknown users so both failures cost the same.
+    // Verify against a stand-in hash for unknown users so both failures cost the same.
     let stored = user.as_ref().map_or_else(
-        || state.dummy_password_hash.to_string(),
+        || password::UNKNOWN_ACCOUNT_HASH.to_owned(),
         |u| u.password_hash.clone(),
     );
     let matches = state
