@@ -85,11 +85,12 @@ customer=$(sql "SELECT id FROM users WHERE username = 'buyer'")
 product() { sql "SELECT id FROM products WHERE sku = 'BENCH-$1'"; }
 export PRODUCTS=20 LINES=3
 start_workers 2
-# CPU seconds per process name, summed over its processes (PostgreSQL's backends included).
+# CPU seconds per process name, summed over its processes and the children they reaped
+# (PostgreSQL's backends included, live or gone: the postmaster reaps them).
 cpu_seconds() {
   local ticks=0 pid
   for pid in $(pgrep -x "$1"); do
-    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    ticks=$((ticks + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
   done
   echo "$ticks / $(getconf CLK_TCK)" | bc -l
 }
@@ -108,15 +109,15 @@ for round in 1 2 3; do
   for c in "${processes[@]}"; do
     cpu_used[$c]=$(echo "${cpu_used[$c]:-0} + $(cpu_seconds "$c") - ${cpu_start[$c]}" | bc)
   done
-  for c in postgres pgbench; do cpu_start[$c]=$(cpu_seconds "$c"); done
-  out=$(pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/create_order.sql \
+  cpu_start[postgres]=$(cpu_seconds postgres)
+  # pgbench's own CPU time comes from bash's `time` (user and system seconds, last line).
+  out=$( { TIMEFORMAT='%U %S'; time pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/create_order.sql \
     -D customer="$customer" -D product1="$(product 1)" -D product2="$(product 2)" -D product3="$(product 3)" \
-    "$PGBENCH_URL" 2>/dev/null)
+    "$PGBENCH_URL" 2>/dev/null; } 2>&1)
   pg_rates+=("$(echo "$out" | awk '/^tps/ {printf "%.0f", $3}')")
   pg_transactions=$((pg_transactions + $(echo "$out" | awk '/transactions actually processed/ {print $NF}')))
-  for c in postgres pgbench; do
-    pg_cpu_used[$c]=$(echo "${pg_cpu_used[$c]:-0} + $(cpu_seconds "$c") - ${cpu_start[$c]}" | bc)
-  done
+  pg_cpu_used[postgres]=$(echo "${pg_cpu_used[postgres]:-0} + $(cpu_seconds postgres) - ${cpu_start[postgres]}" | bc)
+  pg_cpu_used[pgbench]=$(echo "${pg_cpu_used[pgbench]:-0} + $(echo "$out" | tail -1 | awk '{print $1 + $2}')" | bc)
   echo "round $round: api ${api_rates[-1]} orders/s, pgbench ${pg_rates[-1]} tps"
 done
 median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
