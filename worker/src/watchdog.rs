@@ -87,6 +87,8 @@ pub async fn round(
     // relay publish it again, same event id, so a copy that does arrive is a duplicate)
     // when it is not in the dead-letter queue and no publication or retry of it happened
     // within a pause that doubles with each publication: until then it may still be queued.
+    // Orders are locked in id order, as worker batches lock them, so the two cannot
+    // deadlock; an order whose command a batch applied meanwhile is left alone.
     let (flagged_orders, requeued_orders): (i64, i64) = sqlx::query_as(
         "WITH next AS (
              SELECT o.id AS order_id, o.stalled_at, x.id AS outbox_id, x.seq, x.routing_key,
@@ -97,6 +99,11 @@ pub async fn round(
                           AND x.routing_key <> 'order.status_changed'
              WHERE o.applied_seq < o.last_seq
                AND x.created_at < now() - make_interval(secs => $1)
+         ), locked AS MATERIALIZED (
+             SELECT o.id FROM orders o JOIN next n ON n.order_id = o.id
+             WHERE n.stalled_at IS NULL
+               AND (n.dead_lettered_at IS NOT NULL OR n.parked_at IS NOT NULL OR n.publications >= $2)
+             ORDER BY o.id FOR NO KEY UPDATE OF o
          ), flagged AS (
              UPDATE orders o SET stalled_at = now(), stalled_seq = n.seq,
                  stalled_reason = CASE
@@ -105,8 +112,8 @@ pub async fn round(
                      ELSE format('command %s (%s) was not applied after %s publications', n.seq, n.routing_key, n.publications)
                  END
              FROM next n
-             WHERE o.id = n.order_id AND n.stalled_at IS NULL
-               AND (n.dead_lettered_at IS NOT NULL OR n.parked_at IS NOT NULL OR n.publications >= $2)
+             WHERE o.id = n.order_id AND o.id IN (SELECT id FROM locked)
+               AND o.applied_seq + 1 = n.seq
              RETURNING o.id
          ), requeued AS (
              UPDATE outbox x SET published_at = NULL, next_attempt_at = now()
