@@ -11,6 +11,14 @@ export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 scripts/services.sh
 # The fault suite runs real worker processes.
 cargo build --quiet -p worker --bin worker
+# The email tests talk to a real SMTP server: aiosmtpd, in a virtualenv of its own.
+venv=target/test-venv
+if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+  echo "installing aiosmtpd into $venv..."
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2'
+fi
+export SMTP_TEST_PYTHON="$PWD/$venv/bin/python"
 
 status=0
 cargo nextest run --workspace --no-fail-fast --no-tests=pass -E 'not test(/^fault::/)' "$@" || status=$?

@@ -22,7 +22,10 @@ use sqlx::PgPool;
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::{self, Context as DeliveryContext};
+use crate::{
+    delivery::{self, Context as DeliveryContext},
+    mail::Mailer,
+};
 
 /// One worker process's consumer.
 pub struct Worker {
@@ -44,6 +47,17 @@ impl Worker {
             name: "worker outbox relay",
         };
         let relay = tokio::spawn(relay.run(relay_stop.clone()));
+        let mailer = match Mailer::new(self.pool.clone(), self.settings.clone()) {
+            Ok(Some(mailer)) => Some(tokio::spawn(mailer.run(relay_stop.clone()))),
+            Ok(None) => {
+                tracing::info!("no SMTP_URL or EMAIL_DIR: order emails wait until one is set");
+                None
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "order emails are not sent");
+                None
+            }
+        };
         let topology = Topology::new(&self.settings.broker);
         let (worker, topology, stop, wake) = (&self, &topology, &shutdown, &relay_wake);
         broker::supervise(
@@ -56,6 +70,11 @@ impl Worker {
         relay_stop.cancel();
         if relay.await.is_err() {
             tracing::error!("the worker's outbox relay panicked");
+        }
+        if let Some(mailer) = mailer
+            && mailer.await.is_err()
+        {
+            tracing::error!("the worker's mailer panicked");
         }
     }
 

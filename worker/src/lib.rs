@@ -4,6 +4,7 @@
 pub mod consumer;
 pub mod delivery;
 pub mod handlers;
+pub mod mail;
 pub mod ops;
 pub mod republish;
 pub mod retention;

@@ -1,6 +1,6 @@
 //! Retention: deletes rows that only ever grow once they are old enough to be useless —
 //! published outbox rows of applied commands, inbox rows, long-expired refresh tokens, read
-//! notifications and expired sign-in budgets — in bounded batches, so no sweep holds locks
+//! notifications, order emails long sent and expired sign-in budgets — in bounded batches, so no sweep holds locks
 //! or bloats a transaction. Run by the elected watchdog after its round.
 
 use std::time::Duration;
@@ -20,11 +20,12 @@ pub struct Swept {
     pub inbox: u64,
     pub refresh_tokens: u64,
     pub read_notifications: u64,
+    pub emails: u64,
 }
 
 impl Swept {
     pub fn total(&self) -> u64 {
-        self.outbox + self.inbox + self.refresh_tokens + self.read_notifications
+        self.outbox + self.inbox + self.refresh_tokens + self.read_notifications + self.emails
     }
 }
 
@@ -43,6 +44,9 @@ const REFRESH_TOKENS: &str = "DELETE FROM refresh_tokens WHERE id IN (
 const READ_NOTIFICATIONS: &str = "DELETE FROM notifications WHERE id IN (
      SELECT id FROM notifications
      WHERE read_at < now() - make_interval(secs => $1) LIMIT $2)";
+const EMAILS: &str = "DELETE FROM emails WHERE id IN (
+     SELECT id FROM emails
+     WHERE coalesce(sent_at, given_up_at) < now() - make_interval(secs => $1) LIMIT $2)";
 
 pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<Swept> {
     Ok(Swept {
@@ -51,6 +55,7 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<
         refresh_tokens: delete_older(pool, REFRESH_TOKENS, settings.refresh_tokens).await?,
         read_notifications: delete_older(pool, READ_NOTIFICATIONS, settings.read_notifications)
             .await?,
+        emails: delete_older(pool, EMAILS, settings.emails).await?,
     })
 }
 

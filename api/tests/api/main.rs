@@ -8,6 +8,7 @@ mod fault;
 mod health;
 mod helpers;
 mod idempotency;
+mod mail;
 mod metrics;
 mod notifications;
 mod orders;

@@ -72,6 +72,18 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
     )
     .await;
 
+    // Emails: sent long ago goes; given up on long ago goes; still to send stays, however old.
+    exec(
+        db,
+        "INSERT INTO emails (id, order_id, status, recipient, message, created_at, sent_at, given_up_at)
+              VALUES (gen_random_uuid(), $1, 'confirmed', 'a@example.com', 'x', now() - interval '40 days', now() - interval '31 days', NULL),
+                     (gen_random_uuid(), $1, 'shipped', 'a@example.com', 'x', now() - interval '40 days', NULL, now() - interval '31 days'),
+                     (gen_random_uuid(), $1, 'delivered', 'a@example.com', 'x', now() - interval '40 days', NULL, NULL),
+                     (gen_random_uuid(), $1, 'refunded', 'a@example.com', 'x', now(), now(), NULL)",
+        order,
+    )
+    .await;
+
     let settings: Settings = test_settings(&[]);
     let swept = retention::sweep(db, &settings.worker.retention)
         .await
@@ -82,7 +94,8 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
             outbox: 1,
             inbox: 1,
             refresh_tokens: 1,
-            read_notifications: 1
+            read_notifications: 1,
+            emails: 2,
         }
     );
     assert_eq!(
@@ -97,6 +110,15 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
     assert_eq!(
         count(db, "SELECT count(*) FROM processed_messages").await,
         1
+    );
+    assert_eq!(
+        count(
+            db,
+            "SELECT count(*) FROM emails WHERE status IN ('delivered', 'refunded')"
+        )
+        .await,
+        2,
+        "an email still to send, and one sent today, are kept"
     );
     assert_eq!(count(db, "SELECT count(*) FROM notifications").await, 2);
     assert!(

@@ -1,6 +1,7 @@
 //! Typed settings, read once from the environment (and `.env`) and validated at start-up.
 
 mod auth;
+mod email;
 mod http;
 mod retention;
 #[cfg(test)]
@@ -9,6 +10,7 @@ mod tests;
 use std::{env, fmt, time::Duration};
 
 pub use auth::AuthSettings;
+pub use email::EmailSettings;
 pub use http::HttpSettings;
 pub use retention::RetentionSettings;
 use thiserror::Error;
@@ -63,6 +65,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub worker: WorkerSettings,
     pub metrics: MetricsSettings,
+    pub email: EmailSettings,
 }
 
 /// Where Prometheus scrapes each process.
@@ -249,6 +252,7 @@ impl Settings {
                 api_addr: Some(get("API_METRICS_ADDR", "")).filter(|a| !a.is_empty()),
                 worker_addr: Some(get("METRICS_ADDR", "127.0.0.1:9091")).filter(|a| !a.is_empty()),
             },
+            email: EmailSettings::from_lookup(&lookup)?,
         })
     }
 }

@@ -16,6 +16,8 @@ pub struct RetentionSettings {
     pub refresh_tokens: Duration,
     /// Notifications read this long ago are deleted.
     pub read_notifications: Duration,
+    /// Order emails sent (or given up on) this long ago are deleted.
+    pub emails: Duration,
 }
 
 impl RetentionSettings {
@@ -32,6 +34,7 @@ impl RetentionSettings {
             inbox: days("INBOX_RETENTION_DAYS", 14)?,
             refresh_tokens: days("REFRESH_TOKEN_RETENTION_DAYS", 7)?,
             read_notifications: days("READ_NOTIFICATION_RETENTION_DAYS", 90)?,
+            emails: days("EMAIL_RETENTION_DAYS", 30)?,
         })
     }
 }

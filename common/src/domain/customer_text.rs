@@ -37,6 +37,12 @@ pub fn actor_label(actor_role: &str) -> &'static str {
     }
 }
 
+/// How an order is named to its customer: the last 8 hex digits of its id.
+pub fn order_reference(order_id: uuid::Uuid) -> String {
+    let simple = order_id.simple().to_string();
+    simple[simple.len() - 8..].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,16 @@ pub struct NotificationRow {
     pub message: String,
 }
 
+/// A customer email to send about a status change, identified by the change's event id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub message: String,
+    pub tracking_number: Option<String>,
+}
+
 /// A product's stock after the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProductRow {
@@ -93,6 +103,8 @@ pub struct Writes {
     pub orders: Vec<LockedOrder>,
     pub entries: Vec<EntryRow>,
     pub notifications: Vec<NotificationRow>,
+    /// Emails for the customers who want them (the store checks who does).
+    pub emails: Vec<EmailRow>,
     /// `order.status_changed` events for the outbox.
     pub events: Vec<Envelope>,
     /// Inbox rows: `(event_id, order_id)` of every command applied or refused.
@@ -294,7 +306,7 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
         order.tracking_number.clone_from(&change.tracking_number);
     }
     order.status = change.to;
-    writes.events.push(Envelope::new(
+    let event = Envelope::new(
         EventType::StatusChanged,
         order.id,
         seq,
@@ -306,7 +318,21 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
             reason: change.reason.clone(),
             tracking_number: order.tracking_number.clone(),
         },
-    ));
+    );
+    // What the customer is told: never the staff-side reason, which may name SKUs or hold a
+    // vendor's private note.
+    let sentence =
+        customer_text::status_sentence(change.to, change.reason.as_deref(), &change.actor.role);
+    if emails_customer(change.to) {
+        writes.emails.push(EmailRow {
+            id: event.event_id,
+            order_id: order.id,
+            status: change.to,
+            message: sentence.to_owned(),
+            tracking_number: order.tracking_number.clone(),
+        });
+    }
+    writes.events.push(event);
     // Ids are v7 and made in this order, so entries written at the same instant stay in order.
     writes.entries.push(EntryRow {
         id: Uuid::now_v7(),
@@ -324,11 +350,10 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
         user_id: order.customer_id,
         order_id: order.id,
         kind: format!("order_{}", change.to),
-        message: notification_text(
-            order.id,
-            change.to,
-            change.reason.as_deref(),
-            &change.actor.role,
+        message: format!(
+            "Your order {} is now {}. {sentence}",
+            customer_text::order_reference(order.id),
+            change.to
         ),
     });
     writes.entries.push(EntryRow {
@@ -353,25 +378,13 @@ fn initiator(actor: &Actor) -> Initiator {
     }
 }
 
-/// The customer's notification: never the staff-side reason, which may name SKUs or hold
-/// a vendor's private note.
-fn notification_text(
-    order_id: Uuid,
-    to: OrderStatus,
-    reason: Option<&str>,
-    actor_role: &str,
-) -> String {
-    format!(
-        "Your order {} is now {to}. {}",
-        short_id(order_id),
-        customer_text::status_sentence(to, reason, actor_role)
+/// The changes a customer hears about by email; `processing` is the shop's business.
+fn emails_customer(status: OrderStatus) -> bool {
+    use OrderStatus::*;
+    matches!(
+        status,
+        Confirmed | Shipped | Delivered | Cancelled | Refunded
     )
-}
-
-/// The last 8 hex digits of an id: enough for a customer to tell orders apart.
-fn short_id(id: Uuid) -> String {
-    let simple = id.simple().to_string();
-    simple[simple.len() - 8..].to_owned()
 }
 
 /// Decodes a command's payload; a payload that does not fit its type is permanent.
@@ -574,6 +587,13 @@ mod tests {
         assert_eq!(writes.notifications[0].user_id, placed.customer_id);
         assert_eq!(writes.events.len(), 1);
         assert_eq!(writes.events[0].event_type, EventType::StatusChanged);
+        assert_eq!(
+            writes.emails.len(),
+            1,
+            "the customer hears of the confirmation"
+        );
+        assert_eq!(writes.emails[0].id, writes.events[0].event_id);
+        assert_eq!(writes.emails[0].status, Confirmed);
         assert_eq!(writes.processed, [(command.event_id, placed.id)]);
     }
 
@@ -745,6 +765,16 @@ mod tests {
                 reserved: 0
             }]
         );
+    }
+
+    #[test]
+    fn processing_is_notified_but_not_emailed() {
+        let confirmed = order(Confirmed, 1);
+        let start = status_change(&confirmed, 2, json!({ "status": "processing" }));
+        let plan = plan(&[&start], vec![confirmed.clone()], vec![]).expect("plan");
+        assert_eq!(status_of(&plan, &confirmed), Processing);
+        assert_eq!(plan.writes.notifications.len(), 1);
+        assert!(plan.writes.emails.is_empty());
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
         orders,
         entries,
         notifications,
+        emails,
         events,
         processed,
         products,
@@ -101,6 +102,14 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
          ), inbox AS (
              INSERT INTO processed_messages (event_id, order_id)
              SELECT * FROM unnest($24::uuid[], $25::uuid[])
+         ), mailed AS (
+             INSERT INTO emails (id, order_id, status, recipient, message, tracking_number)
+             SELECT u.id, u.order_id, u.status::order_status, o.customer_email, u.message,
+                    u.tracking_number
+             FROM unnest($29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[])
+                 AS u(id, order_id, status, message, tracking_number)
+             JOIN orders o ON o.id = u.order_id
+             JOIN users c ON c.id = o.customer_id AND c.order_emails
          )
          UPDATE products p SET stock = u.stock, reserved = u.reserved, updated_at = now()
          FROM unnest($26::uuid[], $27::int[], $28::int[]) AS u(id, stock, reserved)
@@ -134,6 +143,11 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
     .bind(products.iter().map(|p| p.id).collect::<Vec<_>>())
     .bind(products.iter().map(|p| p.stock).collect::<Vec<_>>())
     .bind(products.iter().map(|p| p.reserved).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.order_id).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.tracking_number.as_deref()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

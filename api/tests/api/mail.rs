@@ -1,0 +1,158 @@
+//! Order emails through a real SMTP server: aiosmtpd, run from the virtualenv that
+//! `scripts/test.sh` makes (or the Python named by `SMTP_TEST_PYTHON`), storing what it
+//! receives in a maildir that the test reads.
+
+use std::{path::PathBuf, time::Duration};
+
+use common::domain::Role;
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, order_body, test_settings, wait_until};
+
+struct SmtpServer {
+    port: u16,
+    maildir: PathBuf,
+    _process: Child,
+}
+
+impl SmtpServer {
+    async fn start() -> Self {
+        let python = std::env::var("SMTP_TEST_PYTHON").unwrap_or_else(|_| {
+            format!(
+                "{}/../target/test-venv/bin/python",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let maildir = std::env::temp_dir().join(format!("orderflow-mail-{}", Uuid::now_v7()));
+        let process = Command::new(&python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {python} -m aiosmtpd ({e}); scripts/test.sh installs it")
+            });
+        wait_until("aiosmtpd listens", Duration::from_secs(15), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        Self {
+            port,
+            maildir,
+            _process: process,
+        }
+    }
+
+    /// Every message received so far, raw.
+    fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
+            return Vec::new();
+        };
+        entries
+            .map(|entry| std::fs::read_to_string(entry.expect("entry").path()).expect("message"))
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.maildir);
+    }
+}
+
+/// The value of `header` in a raw message (first occurrence, unfolded).
+fn header<'a>(message: &'a str, header: &str) -> &'a str {
+    let prefix = format!("{header}: ");
+    message
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {header} in {message}"))
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_orders_life_sends_its_customer_exactly_the_expected_emails(pool: PgPool) {
+    let smtp = SmtpServer::start().await;
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let settings = test_settings(&[
+        ("SMTP_URL", smtp_url.as_str()),
+        ("SHOP_NAME", "Lamp Shop"),
+        ("SUPPORT_EMAIL", "help@lamps.test"),
+    ]);
+    let app = TestApp::start(pool.clone(), settings, true).await;
+    app.start_workers(1);
+    let (vendor, alice) = app.vendor_and_customer().await;
+    let bob = app.user(Role::Customer, "bob").await;
+    sqlx::query("UPDATE users SET order_emails = false WHERE username = 'bob'")
+        .execute(&pool)
+        .await
+        .expect("bob opts out");
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+
+    let id = app.order_id(&alice, "LAMP", 1).await;
+    let mut bobs_body = order_body(&[("LAMP", 1)]);
+    bobs_body["customer_email"] = json!("bob@example.com");
+    let response = app.post("/api/orders", Some(&bob.token), bobs_body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let bobs: serde_json::Value = response.json().await.expect("order");
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    app.move_order(&vendor, &id, json!({ "status": "processing" }))
+        .await;
+    let shipped = json!({ "status": "shipped", "tracking_number": "TRK-42" });
+    app.move_order(&vendor, &id, shipped).await;
+    app.move_order(&vendor, &id, json!({ "status": "delivered" }))
+        .await;
+    let bobs_id = bobs["id"].as_str().expect("id");
+    app.wait_for_status(&bob.token, bobs_id, "confirmed").await;
+
+    // Confirmed, shipped, delivered; `processing` is not emailed, and bob said no.
+    wait_until("three emails arrive", Duration::from_secs(20), || async {
+        smtp.messages().len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 3, "exactly three emails: {messages:#?}");
+
+    let sent: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, status::text FROM emails WHERE sent_at IS NOT NULL ORDER BY created_at, id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("sent emails");
+    let statuses: Vec<&str> = sent.iter().map(|(_, status)| status.as_str()).collect();
+    assert_eq!(statuses, ["confirmed", "shipped", "delivered"]);
+    for ((event_id, status), subject_part) in sent.iter().zip([
+        "Your order is confirmed",
+        "Your order is on its way",
+        "Your order was delivered",
+    ]) {
+        let message = messages
+            .iter()
+            .find(|m| header(m, "Message-ID").starts_with(&format!("<{event_id}@")))
+            .unwrap_or_else(|| panic!("no email with the id of the {status} event"));
+        assert_eq!(header(message, "To"), "customer@example.com");
+        assert_eq!(header(message, "From"), "\"Lamp Shop\" <orders@localhost>");
+        assert_eq!(header(message, "Reply-To"), "help@lamps.test");
+        let subject = header(message, "Subject");
+        assert!(
+            subject.starts_with("Lamp Shop: ") && subject.contains(subject_part),
+            "{subject}"
+        );
+        assert!(message.contains("multipart/alternative"), "{message}");
+        match status.as_str() {
+            "confirmed" => assert!(!message.contains("TRK-42"), "{message}"),
+            _ => assert!(message.contains("TRK-42"), "the tracking number: {message}"),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Where customers' order emails go — an SMTP server, or `.eml` files in a folder — and
+//! what they say about the shop.
+
+use std::path::PathBuf;
+
+use super::{ConfigError, Secret, invalid};
+
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// `smtps://user:password@host:465` (implicit TLS), `smtp://user:password@host:587?tls=required`
+    /// (STARTTLS) or `smtp://host:25` (no TLS: a relay on this machine); may hold a password.
+    pub smtp_url: Option<Secret>,
+    /// Without an SMTP server, each email is written to this folder as an `.eml` file.
+    /// Neither: no email leaves; the emails are still recorded, and go out once one is set.
+    pub dir: Option<PathBuf>,
+    /// The sender, `Name <address>` or a bare address.
+    pub from: String,
+    pub shop_name: String,
+    /// Where customers are told to write; also the emails' `Reply-To`.
+    pub support_email: String,
+}
+
+impl EmailSettings {
+    pub(super) fn from_lookup(
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let set = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let shop_name = set("SHOP_NAME").unwrap_or_else(|| "Orderflow".to_owned());
+        let from = set("EMAIL_FROM").unwrap_or_else(|| format!("{shop_name} <orders@localhost>"));
+        let support_email = set("SUPPORT_EMAIL").unwrap_or_else(|| "support@localhost".to_owned());
+        if !from.contains('@') {
+            return Err(invalid(
+                "EMAIL_FROM",
+                &from,
+                "an address, e.g. Shop <orders@example.com>",
+            ));
+        }
+        if !support_email.contains('@') || support_email.contains(char::is_whitespace) {
+            return Err(invalid(
+                "SUPPORT_EMAIL",
+                &support_email,
+                "an address, e.g. help@example.com",
+            ));
+        }
+        let smtp_url = set("SMTP_URL");
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return Err(invalid(
+                "SMTP_URL",
+                "(hidden: it may hold a password)",
+                "smtps://user:password@host:465, or smtp://user:password@host:587?tls=required",
+            ));
+        }
+        Ok(Self {
+            smtp_url: smtp_url.map(Secret::new),
+            dir: set("EMAIL_DIR").map(PathBuf::from),
+            from,
+            shop_name,
+            support_email,
+        })
+    }
+}
