@@ -30,6 +30,7 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// Bumped to revoke every access token issued before.
     pub token_version: i32,
+    pub order_emails: bool,
 }
 
 impl User {
@@ -51,6 +52,9 @@ pub struct UserResponse {
     pub full_name: Option<String>,
     pub role: Role,
     pub is_active: bool,
+    /// Whether the customer is emailed when an order is confirmed, shipped, delivered,
+    /// cancelled or refunded (at the order's contact address).
+    pub order_emails: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -64,6 +68,7 @@ impl From<User> for UserResponse {
             full_name: user.full_name,
             role: user.role,
             is_active: user.is_active,
+            order_emails: user.order_emails,
             created_at: user.created_at,
             updated_at: user.updated_at,
         }
@@ -74,7 +79,7 @@ impl From<User> for UserResponse {
 /// stay static strings.
 macro_rules! user_columns {
     () => {
-        "id, email, username, full_name, password_hash, role, is_active, created_at, updated_at, token_version"
+        "id, email, username, full_name, password_hash, role, is_active, created_at, updated_at, token_version, order_emails"
     };
 }
 pub(crate) use user_columns;

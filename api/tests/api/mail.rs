@@ -19,18 +19,26 @@ struct SmtpServer {
     _process: Child,
 }
 
+/// A port nothing listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 impl SmtpServer {
     async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    async fn start_on(port: u16) -> Self {
         let python = std::env::var("SMTP_TEST_PYTHON").unwrap_or_else(|_| {
             format!(
                 "{}/../target/test-venv/bin/python",
                 env!("CARGO_MANIFEST_DIR")
             )
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
         let maildir = std::env::temp_dir().join(format!("orderflow-mail-{}", Uuid::now_v7()));
         let process = Command::new(&python)
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
@@ -93,10 +101,23 @@ async fn an_orders_life_sends_its_customer_exactly_the_expected_emails(pool: PgP
     app.start_workers(1);
     let (vendor, alice) = app.vendor_and_customer().await;
     let bob = app.user(Role::Customer, "bob").await;
-    sqlx::query("UPDATE users SET order_emails = false WHERE username = 'bob'")
-        .execute(&pool)
+    let me: serde_json::Value = app
+        .get("/api/users/me", &bob.token)
         .await
-        .expect("bob opts out");
+        .json()
+        .await
+        .expect("me");
+    assert_eq!(me["order_emails"], true, "on unless switched off");
+    let response = app
+        .put(
+            "/api/users/me",
+            &bob.token,
+            json!({ "order_emails": false }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let me: serde_json::Value = response.json().await.expect("me");
+    assert_eq!(me["order_emails"], false, "bob switches order emails off");
     app.product(&vendor, "LAMP", "40.00", 5).await;
 
     let id = app.order_id(&alice, "LAMP", 1).await;
@@ -155,4 +176,55 @@ async fn an_orders_life_sends_its_customer_exactly_the_expected_emails(pool: PgP
             _ => assert!(message.contains("TRK-42"), "the tracking number: {message}"),
         }
     }
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_email_that_cannot_be_sent_yet_holds_nothing_up_and_goes_out_once_it_can(pool: PgPool) {
+    let port = free_port();
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let settings = test_settings(&[
+        ("SMTP_URL", smtp_url.as_str()),
+        ("EMAIL_RETRY_FIRST_MS", "200"),
+        ("EMAIL_RETRY_MAX_MS", "400"),
+    ]);
+    let app = TestApp::start(pool.clone(), settings, true).await;
+    app.start_workers(1);
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+    let id = app.order_id(&alice, "LAMP", 1).await;
+    // No SMTP server: the order is confirmed all the same, and the email keeps failing.
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    wait_until(
+        "the send has failed twice",
+        Duration::from_secs(10),
+        || async {
+            let attempts: Option<i32> = sqlx::query_scalar("SELECT attempts FROM emails")
+                .fetch_optional(&pool)
+                .await
+                .expect("attempts");
+            attempts.is_some_and(|attempts| attempts >= 2)
+        },
+    )
+    .await;
+    let (sent, given_up, error): (bool, bool, Option<String>) = sqlx::query_as(
+        "SELECT sent_at IS NOT NULL, given_up_at IS NOT NULL, last_error FROM emails",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("email");
+    assert!(!sent && !given_up, "still to send");
+    assert!(error.is_some(), "the failure is recorded");
+
+    let smtp = SmtpServer::start_on(port).await;
+    wait_until("the email arrives", Duration::from_secs(10), || async {
+        !smtp.messages().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.messages().len(), 1, "sent once");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM emails WHERE sent_at IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("sent");
+    assert!(attempts >= 2);
 }

@@ -1,9 +1,9 @@
 //! Where customers' order emails go — an SMTP server, or `.eml` files in a folder — and
 //! what they say about the shop.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use super::{ConfigError, Secret, invalid};
+use super::{ConfigError, Secret, invalid, parse};
 
 #[derive(Debug, Clone)]
 pub struct EmailSettings {
@@ -18,6 +18,12 @@ pub struct EmailSettings {
     pub shop_name: String,
     /// Where customers are told to write; also the emails' `Reply-To`.
     pub support_email: String,
+    /// Wait before the first retry of a failed send; it doubles with each failure...
+    pub retry_first: Duration,
+    /// ...up to this.
+    pub retry_max: Duration,
+    /// An email still failing this long after its change is given up on.
+    pub give_up_after: Duration,
 }
 
 impl EmailSettings {
@@ -58,6 +64,21 @@ impl EmailSettings {
             from,
             shop_name,
             support_email,
+            retry_first: Duration::from_millis(parse(
+                lookup,
+                "EMAIL_RETRY_FIRST_MS",
+                30_000,
+                "milliseconds",
+            )?),
+            retry_max: Duration::from_millis(parse(
+                lookup,
+                "EMAIL_RETRY_MAX_MS",
+                3_600_000,
+                "milliseconds",
+            )?),
+            give_up_after: Duration::from_secs(
+                3600 * parse::<u64>(lookup, "EMAIL_GIVE_UP_HOURS", 24, "hours")?,
+            ),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The mailer: sends the order emails the worker recorded with each status change, over
 //! SMTP or into a folder of `.eml` files. Any number of workers share the work (rows are
 //! claimed with `SKIP LOCKED` for a while); a failed send is retried with back-off for
-//! about a day and never holds up the orders themselves. A worker killed mid-send lets its
+//! about a day (configurable) and never holds up the orders themselves. A worker killed mid-send lets its
 //! claim lapse and the email is sent again, with the same Message-ID.
 
 mod message;
@@ -24,11 +24,6 @@ const CLAIM_SECS: f64 = 120.0;
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the mailer looks for due emails when the last round found few.
 const POLL: Duration = Duration::from_secs(1);
-/// Back-off between attempts: 30 s, doubling, at most an hour; given up after the attempt
-/// that ends about a day of trying.
-const FIRST_RETRY_SECS: f64 = 30.0;
-const MAX_RETRY_SECS: f64 = 3600.0;
-const GIVE_UP_AFTER_ATTEMPTS: i32 = 30;
 
 /// Where the messages go.
 enum Transport {
@@ -171,19 +166,24 @@ impl Mailer {
         Ok(())
     }
 
+    /// Backs the email off (`EMAIL_RETRY_FIRST_MS`, doubling, at most `EMAIL_RETRY_MAX_MS`),
+    /// or gives up on it: at once when it can never be sent, or once it has been failing for
+    /// `EMAIL_GIVE_UP_HOURS`.
     async fn record_failure(&self, id: Uuid, failure: Failure) -> sqlx::Result<()> {
+        let email = &self.settings.email;
         let given_up: bool = sqlx::query_scalar(
             "UPDATE emails SET attempts = attempts + 1, last_error = $2,
                  next_attempt_at = now() + make_interval(secs => least($3 * 2 ^ attempts, $4)),
-                 given_up_at = CASE WHEN $5 OR attempts + 1 >= $6 THEN now() END
+                 given_up_at = CASE WHEN $5 OR created_at < now() - make_interval(secs => $6)
+                                    THEN now() END
              WHERE id = $1 RETURNING given_up_at IS NOT NULL",
         )
         .bind(id)
         .bind(&failure.reason)
-        .bind(FIRST_RETRY_SECS)
-        .bind(MAX_RETRY_SECS)
+        .bind(email.retry_first.as_secs_f64())
+        .bind(email.retry_max.as_secs_f64())
         .bind(failure.permanent)
-        .bind(GIVE_UP_AFTER_ATTEMPTS)
+        .bind(email.give_up_after.as_secs_f64())
         .fetch_one(&self.pool)
         .await?;
         let outcome = if given_up { "given_up" } else { "retry" };

@@ -32,6 +32,8 @@ pub struct UpdateMeRequest {
     pub current_password: Option<String>,
     #[schema(min_length = 8, max_length = 128)]
     pub new_password: Option<String>,
+    /// `false` stops order emails; `true` resumes them.
+    pub order_emails: Option<bool>,
 }
 
 /// An admin's changes to any account.
@@ -98,7 +100,7 @@ pub async fn update_me(
     let user: User = sqlx::query_as(concat!(
         "UPDATE users SET email = COALESCE($2, email), username = COALESCE($3, username),
              full_name = COALESCE($4, full_name), password_hash = COALESCE($5, password_hash),
-             updated_at = now()
+             order_emails = COALESCE($6, order_emails), updated_at = now()
          WHERE id = $1 RETURNING ",
         user_columns!()
     ))
@@ -107,6 +109,7 @@ pub async fn update_me(
     .bind(body.username.as_deref().map(str::trim))
     .bind(body.full_name.as_deref().map(str::trim))
     .bind(&new_hash)
+    .bind(body.order_emails)
     .fetch_one(&mut *tx)
     .await
     .map_err(accounts::map_unique)?;
