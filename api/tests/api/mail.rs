@@ -13,14 +13,25 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, order_body, test_settings, wait_until};
 
-struct SmtpServer {
-    port: u16,
+pub struct SmtpServer {
+    pub port: u16,
     maildir: PathBuf,
     _process: Child,
 }
 
+/// An aiosmtpd handler that takes `delay` seconds over each message before storing it, so
+/// a sender can be killed in the middle of a send.
+const SLOW_MAILBOX: &str = "import asyncio
+from aiosmtpd.handlers import Mailbox
+
+class SlowMailbox(Mailbox):
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(0.3)
+        return await super().handle_DATA(server, session, envelope)
+";
+
 /// A port nothing listens on (yet).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -29,10 +40,11 @@ fn free_port() -> u16 {
 
 impl SmtpServer {
     async fn start() -> Self {
-        Self::start_on(free_port()).await
+        Self::start_on(free_port(), false).await
     }
 
-    async fn start_on(port: u16) -> Self {
+    /// On `port`; `slow`: 0.3 s over each message.
+    pub async fn start_on(port: u16, slow: bool) -> Self {
         let python = std::env::var("SMTP_TEST_PYTHON").unwrap_or_else(|_| {
             format!(
                 "{}/../target/test-venv/bin/python",
@@ -40,10 +52,20 @@ impl SmtpServer {
             )
         });
         let maildir = std::env::temp_dir().join(format!("orderflow-mail-{}", Uuid::now_v7()));
+        // The slow handler's module sits beside the maildir, on the Python path.
+        let modules = maildir.with_extension("py");
+        std::fs::create_dir_all(&modules).expect("module folder");
+        std::fs::write(modules.join("slow_mailbox.py"), SLOW_MAILBOX).expect("module");
+        let handler = if slow {
+            "slow_mailbox.SlowMailbox"
+        } else {
+            "aiosmtpd.handlers.Mailbox"
+        };
         let process = Command::new(&python)
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .args(["-c", handler])
             .arg(&maildir)
+            .env("PYTHONPATH", &modules)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| {
@@ -63,7 +85,7 @@ impl SmtpServer {
     }
 
     /// Every message received so far, raw.
-    fn messages(&self) -> Vec<String> {
+    pub fn messages(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
             return Vec::new();
         };
@@ -76,11 +98,12 @@ impl SmtpServer {
 impl Drop for SmtpServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.maildir);
+        let _ = std::fs::remove_dir_all(self.maildir.with_extension("py"));
     }
 }
 
 /// The value of `header` in a raw message (first occurrence, unfolded).
-fn header<'a>(message: &'a str, header: &str) -> &'a str {
+pub fn header<'a>(message: &'a str, header: &str) -> &'a str {
     let prefix = format!("{header}: ");
     message
         .lines()
@@ -215,7 +238,7 @@ async fn an_email_that_cannot_be_sent_yet_holds_nothing_up_and_goes_out_once_it_
     assert!(!sent && !given_up, "still to send");
     assert!(error.is_some(), "the failure is recorded");
 
-    let smtp = SmtpServer::start_on(port).await;
+    let smtp = SmtpServer::start_on(port, false).await;
     wait_until("the email arrives", Duration::from_secs(10), || async {
         !smtp.messages().is_empty()
     })

@@ -24,6 +24,10 @@ pub struct EmailSettings {
     pub retry_max: Duration,
     /// An email still failing this long after its change is given up on.
     pub give_up_after: Duration,
+    /// How long a mailer holds an email it is sending before another may take it: the
+    /// time a mailer that died mid-send delays that email. Past the SMTP timeout (30 s),
+    /// a slow send can be repeated (with the same Message-ID).
+    pub claim: Duration,
 }
 
 impl EmailSettings {
@@ -79,6 +83,7 @@ impl EmailSettings {
             give_up_after: Duration::from_secs(
                 3600 * parse::<u64>(lookup, "EMAIL_GIVE_UP_HOURS", 24, "hours")?,
             ),
+            claim: Duration::from_secs(parse(lookup, "EMAIL_CLAIM_SECS", 120, "seconds")?),
         })
     }
 }

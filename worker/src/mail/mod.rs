@@ -1,8 +1,9 @@
 //! The mailer: sends the order emails the worker recorded with each status change, over
 //! SMTP or into a folder of `.eml` files. Any number of workers share the work (rows are
-//! claimed with `SKIP LOCKED` for a while); a failed send is retried with back-off for
-//! about a day (configurable) and never holds up the orders themselves. A worker killed mid-send lets its
-//! claim lapse and the email is sent again, with the same Message-ID.
+//! claimed with `SKIP LOCKED` for `EMAIL_CLAIM_SECS`); a failed send is retried with
+//! back-off for about a day (configurable) and never holds up the orders themselves. A
+//! worker killed mid-send lets its claim lapse and the email is sent again, with the same
+//! Message-ID.
 
 mod message;
 
@@ -19,8 +20,6 @@ use message::{DueEmail, Line, Templates};
 
 /// Emails claimed per round.
 const BATCH: i64 = 20;
-/// How long a claim lasts: longer than any one send (the SMTP timeout below).
-const CLAIM_SECS: f64 = 120.0;
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the mailer looks for due emails when the last round found few.
 const POLL: Duration = Duration::from_secs(1);
@@ -129,7 +128,7 @@ impl Mailer {
              FROM claimed c JOIN orders o ON o.id = c.order_id ORDER BY c.id",
         )
         .bind(BATCH)
-        .bind(CLAIM_SECS)
+        .bind(self.settings.email.claim.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
         for email in &due {

@@ -37,6 +37,11 @@ fn worker_binary() -> PathBuf {
 impl WorkerProcess {
     /// Starts a worker whose JSON log lines about handled messages go to `log` (appended).
     pub fn start(app: &TestApp, pool: &PgPool, log: &Path) -> Self {
+        Self::start_with(app, pool, log, &[])
+    }
+
+    /// The same, with more settings in its environment.
+    pub fn start_with(app: &TestApp, pool: &PgPool, log: &Path, env: &[(&str, &str)]) -> Self {
         let broker = &app.settings().broker;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -54,6 +59,7 @@ impl WorkerProcess {
             .stdout(log)
             .env("WATCHDOG_INTERVAL_SECS", "2")
             .env("STUCK_AFTER_SECS", "5")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
