@@ -251,3 +251,38 @@ async fn an_email_that_cannot_be_sent_yet_holds_nothing_up_and_goes_out_once_it_
         .expect("sent");
     assert!(attempts >= 2);
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn without_an_smtp_server_emails_are_written_to_the_folder_as_eml_files(pool: PgPool) {
+    let dir = std::env::temp_dir().join(format!("orderflow-eml-{}", Uuid::now_v7()));
+    let dir_setting = dir.to_string_lossy().into_owned();
+    let settings = test_settings(&[("EMAIL_DIR", dir_setting.as_str())]);
+    let app = TestApp::start(pool.clone(), settings, true).await;
+    app.start_workers(1);
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+    let id = app.order_id(&alice, "LAMP", 1).await;
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    let eml_files = || {
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .map(|entry| entry.expect("entry").path())
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    wait_until(
+        "the .eml file is written",
+        Duration::from_secs(10),
+        || async { !eml_files().is_empty() },
+    )
+    .await;
+    let files = eml_files();
+    assert_eq!(files.len(), 1);
+    let message = std::fs::read_to_string(&files[0]).expect("eml");
+    assert_eq!(header(&message, "To"), "customer@example.com");
+    assert!(header(&message, "Subject").contains("Your order is confirmed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
