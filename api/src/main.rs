@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc asks the kernel for transparent huge pages for its arenas, and where they are
-/// granted every touched 2 MiB region is resident in full: measured idle 39 → 33 MiB and
-/// peak 63 → 53 MiB across a sign-in and 5 s of orders. Small pages keep the api's resident
-/// memory what it actually uses; the allocation speed is the same at this size.
+/// granted every touched 2 MiB region is resident in full: measured idle 39 → 37 MiB and
+/// peak 61–63 → 57–59 MiB across a sign-in and 5 s of orders (what mimalloc touched before
+/// `main` keeps its huge pages). Small pages keep the api's resident memory what it
+/// actually uses; orders per second were the same.
 #[cfg(target_os = "linux")]
 fn use_small_pages() {
     if let Err(error) = nix::sys::prctl::set_thp_disable(true) {

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, order_body, test_settings, wait_until};
+use crate::helpers::{TestApp, TestUser, order_body, test_settings, wait_until};
 
 pub struct SmtpServer {
     pub port: u16,
@@ -111,18 +111,29 @@ pub fn header<'a>(message: &'a str, header: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {header} in {message}"))
 }
 
+/// The api and one worker with `overrides` among the settings, a vendor, alice, and a
+/// product `LAMP` with 5 in stock.
+async fn lamp_shop(pool: &PgPool, overrides: &[(&str, &str)]) -> (TestApp, TestUser, TestUser) {
+    let app = TestApp::start(pool.clone(), test_settings(overrides), true).await;
+    app.start_workers(1);
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+    (app, vendor, alice)
+}
+
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn an_orders_life_sends_its_customer_exactly_the_expected_emails(pool: PgPool) {
     let smtp = SmtpServer::start().await;
     let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
-    let settings = test_settings(&[
-        ("SMTP_URL", smtp_url.as_str()),
-        ("SHOP_NAME", "Lamp Shop"),
-        ("SUPPORT_EMAIL", "help@lamps.test"),
-    ]);
-    let app = TestApp::start(pool.clone(), settings, true).await;
-    app.start_workers(1);
-    let (vendor, alice) = app.vendor_and_customer().await;
+    let (app, vendor, alice) = lamp_shop(
+        &pool,
+        &[
+            ("SMTP_URL", smtp_url.as_str()),
+            ("SHOP_NAME", "Lamp Shop"),
+            ("SUPPORT_EMAIL", "help@lamps.test"),
+        ],
+    )
+    .await;
     let bob = app.user(Role::Customer, "bob").await;
     let me: serde_json::Value = app
         .get("/api/users/me", &bob.token)
@@ -141,7 +152,6 @@ async fn an_orders_life_sends_its_customer_exactly_the_expected_emails(pool: PgP
     assert_eq!(response.status(), StatusCode::OK);
     let me: serde_json::Value = response.json().await.expect("me");
     assert_eq!(me["order_emails"], false, "bob switches order emails off");
-    app.product(&vendor, "LAMP", "40.00", 5).await;
 
     let id = app.order_id(&alice, "LAMP", 1).await;
     let mut bobs_body = order_body(&[("LAMP", 1)]);
@@ -205,15 +215,15 @@ async fn an_orders_life_sends_its_customer_exactly_the_expected_emails(pool: PgP
 async fn an_email_that_cannot_be_sent_yet_holds_nothing_up_and_goes_out_once_it_can(pool: PgPool) {
     let port = free_port();
     let smtp_url = format!("smtp://127.0.0.1:{port}");
-    let settings = test_settings(&[
-        ("SMTP_URL", smtp_url.as_str()),
-        ("EMAIL_RETRY_FIRST_MS", "200"),
-        ("EMAIL_RETRY_MAX_MS", "400"),
-    ]);
-    let app = TestApp::start(pool.clone(), settings, true).await;
-    app.start_workers(1);
-    let (vendor, alice) = app.vendor_and_customer().await;
-    app.product(&vendor, "LAMP", "40.00", 5).await;
+    let (app, _, alice) = lamp_shop(
+        &pool,
+        &[
+            ("SMTP_URL", smtp_url.as_str()),
+            ("EMAIL_RETRY_FIRST_MS", "200"),
+            ("EMAIL_RETRY_MAX_MS", "400"),
+        ],
+    )
+    .await;
     let id = app.order_id(&alice, "LAMP", 1).await;
     // No SMTP server: the order is confirmed all the same, and the email keeps failing.
     app.wait_for_status(&alice.token, &id, "confirmed").await;
@@ -256,11 +266,7 @@ async fn an_email_that_cannot_be_sent_yet_holds_nothing_up_and_goes_out_once_it_
 async fn without_an_smtp_server_emails_are_written_to_the_folder_as_eml_files(pool: PgPool) {
     let dir = std::env::temp_dir().join(format!("orderflow-eml-{}", Uuid::now_v7()));
     let dir_setting = dir.to_string_lossy().into_owned();
-    let settings = test_settings(&[("EMAIL_DIR", dir_setting.as_str())]);
-    let app = TestApp::start(pool.clone(), settings, true).await;
-    app.start_workers(1);
-    let (vendor, alice) = app.vendor_and_customer().await;
-    app.product(&vendor, "LAMP", "40.00", 5).await;
+    let (app, _, alice) = lamp_shop(&pool, &[("EMAIL_DIR", dir_setting.as_str())]).await;
     let id = app.order_id(&alice, "LAMP", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
     let eml_files = || {

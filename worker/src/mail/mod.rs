@@ -7,7 +7,10 @@
 
 mod message;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use common::config::{EmailSettings, Settings};
@@ -75,6 +78,14 @@ pub struct Mailer {
 }
 
 impl Mailer {
+    /// Fails when the email settings cannot work (an SMTP_URL lettre cannot read, an
+    /// EMAIL_DIR that cannot be created), so a worker refuses to start rather than letting
+    /// emails pile up unsent.
+    pub fn check(settings: &EmailSettings) -> anyhow::Result<()> {
+        Transport::from_settings(settings)?;
+        Ok(())
+    }
+
     /// The mailer for these settings; `None` when neither an SMTP server nor a folder is
     /// configured (the emails wait in the table until one is).
     pub fn new(pool: PgPool, settings: Arc<Settings>) -> anyhow::Result<Option<Self>> {
@@ -112,7 +123,11 @@ impl Mailer {
     }
 
     /// Claims due emails and sends them one after the other; returns how many it claimed.
+    /// An email whose claim would lapse before a send could time out is not sent by this
+    /// round but handed back at once, so a slow server never has two mailers send it.
     async fn round(&self) -> sqlx::Result<usize> {
+        let claim = self.settings.email.claim;
+        let send_by = Instant::now() + claim.saturating_sub(SMTP_TIMEOUT);
         let due: Vec<DueEmail> = sqlx::query_as(
             "WITH due AS (
                  SELECT id FROM emails
@@ -128,10 +143,18 @@ impl Mailer {
              FROM claimed c JOIN orders o ON o.id = c.order_id ORDER BY c.id",
         )
         .bind(BATCH)
-        .bind(self.settings.email.claim.as_secs_f64())
+        .bind(claim.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
-        for email in &due {
+        for (sent, email) in due.iter().enumerate() {
+            if sent > 0 && Instant::now() > send_by {
+                let rest: Vec<Uuid> = due[sent..].iter().map(|email| email.id).collect();
+                sqlx::query("UPDATE emails SET next_attempt_at = now() WHERE id = ANY($1)")
+                    .bind(rest)
+                    .execute(&self.pool)
+                    .await?;
+                break;
+            }
             self.deliver(email).await?;
         }
         Ok(due.len())

@@ -107,6 +107,8 @@ macro_rules! all_orders {
     };
 }
 
+/// How many orders `all_orders!` matches, counted: staff lists filter on `stalled` too,
+/// which `order_counts` does not keep.
 macro_rules! all_total {
     () => {
         concat!("(SELECT count(*) FROM orders WHERE ", all_orders!(), ")")
