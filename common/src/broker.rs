@@ -6,6 +6,8 @@
 //!   <exchange>.retry.<N>ms ─▶ <queue>.retry.<N>ms (TTL N, back) ◀─────────┤ early / transient
 //!                                                                         ▼
 //!                                 <exchange>.dead ─▶ <queue>.dead (operators re-drive)
+//!
+//! <exchange> ──order.created / order.status_changed──▶ <queue>.webhooks ──▶ webhook intake
 //! ```
 
 use std::{sync::Arc, time::Duration};
@@ -51,6 +53,8 @@ pub struct Topology {
     pub retry_tiers: Vec<RetryTier>,
     pub dead_letter_exchange: String,
     pub dead_letter_queue: String,
+    /// The events webhooks are made of, taken by the workers' webhook intake.
+    pub webhook_queue: String,
 }
 
 impl Topology {
@@ -68,6 +72,7 @@ impl Topology {
                 .collect(),
             dead_letter_exchange: format!("{}.dead", settings.exchange),
             dead_letter_queue: format!("{}.dead", settings.queue),
+            webhook_queue: format!("{}.webhooks", settings.queue),
         }
     }
 
@@ -82,7 +87,11 @@ impl Topology {
 
     /// Every queue name, for tools that clean up.
     pub fn queues(&self) -> Vec<&str> {
-        let mut names = vec![self.queue.as_str(), self.dead_letter_queue.as_str()];
+        let mut names = vec![
+            self.queue.as_str(),
+            self.dead_letter_queue.as_str(),
+            self.webhook_queue.as_str(),
+        ];
         names.extend(self.retry_tiers.iter().map(|tier| tier.queue.as_str()));
         names
     }
@@ -177,6 +186,22 @@ impl Topology {
             "#",
         )
         .await?;
+
+        // Webhook events wait here while no worker takes them. Bounded: beyond a million
+        // (days of orders with every worker down) the oldest are dropped rather than
+        // refusing the order commands published with them.
+        let mut webhooks = quorum_arguments();
+        webhooks.insert("x-max-length".into(), AMQPValue::LongInt(1_000_000));
+        declare_queue(channel, &self.webhook_queue, webhooks).await?;
+        for event in [EventType::OrderCreated, EventType::StatusChanged] {
+            bind(
+                channel,
+                &self.webhook_queue,
+                &self.exchange,
+                event.routing_key(),
+            )
+            .await?;
+        }
         Ok(())
     }
 }

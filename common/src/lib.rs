@@ -13,3 +13,4 @@ pub mod shutdown;
 pub mod stall;
 pub mod telemetry;
 pub mod timeline;
+pub mod webhooks;

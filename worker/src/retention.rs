@@ -21,11 +21,17 @@ pub struct Swept {
     pub refresh_tokens: u64,
     pub read_notifications: u64,
     pub emails: u64,
+    pub webhook_deliveries: u64,
 }
 
 impl Swept {
     pub fn total(&self) -> u64 {
-        self.outbox + self.inbox + self.refresh_tokens + self.read_notifications + self.emails
+        self.outbox
+            + self.inbox
+            + self.refresh_tokens
+            + self.read_notifications
+            + self.emails
+            + self.webhook_deliveries
     }
 }
 
@@ -47,6 +53,11 @@ const READ_NOTIFICATIONS: &str = "DELETE FROM notifications WHERE id IN (
 const EMAILS: &str = "DELETE FROM emails WHERE id IN (
      SELECT id FROM emails
      WHERE coalesce(sent_at, given_up_at) < now() - make_interval(secs => $1) LIMIT $2)";
+/// Whatever their state: one still pending after this long belongs to an endpoint left
+/// disabled, and its event is long stale.
+const WEBHOOK_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE id IN (
+     SELECT id FROM webhook_deliveries
+     WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)";
 
 pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<Swept> {
     Ok(Swept {
@@ -56,6 +67,8 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<
         read_notifications: delete_older(pool, READ_NOTIFICATIONS, settings.read_notifications)
             .await?,
         emails: delete_older(pool, EMAILS, settings.emails).await?,
+        webhook_deliveries: delete_older(pool, WEBHOOK_DELIVERIES, settings.webhook_deliveries)
+            .await?,
     })
 }
 

@@ -6,6 +6,7 @@ mod http;
 mod retention;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::{env, fmt, time::Duration};
 
@@ -14,6 +15,7 @@ pub use email::EmailSettings;
 pub use http::HttpSettings;
 pub use retention::RetentionSettings;
 use thiserror::Error;
+pub use webhooks::WebhookSettings;
 
 /// The secret that ships in `.env.example`; refused in production.
 pub const DEFAULT_SECRET_KEY: &str = "change-me-in-production-this-is-a-development-key";
@@ -66,6 +68,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub metrics: MetricsSettings,
     pub email: EmailSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// Where Prometheus scrapes each process.
@@ -253,6 +256,7 @@ impl Settings {
                 worker_addr: Some(get("METRICS_ADDR", "127.0.0.1:9091")).filter(|a| !a.is_empty()),
             },
             email: EmailSettings::from_lookup(&lookup)?,
+            webhooks: WebhookSettings::from_lookup(&lookup)?,
         })
     }
 }

@@ -18,6 +18,8 @@ pub struct RetentionSettings {
     pub read_notifications: Duration,
     /// Order emails sent (or given up on) this long ago are deleted.
     pub emails: Duration,
+    /// Webhook deliveries (and their attempts) created this long ago are deleted.
+    pub webhook_deliveries: Duration,
 }
 
 impl RetentionSettings {
@@ -35,6 +37,7 @@ impl RetentionSettings {
             refresh_tokens: days("REFRESH_TOKEN_RETENTION_DAYS", 7)?,
             read_notifications: days("READ_NOTIFICATION_RETENTION_DAYS", 90)?,
             emails: days("EMAIL_RETENTION_DAYS", 30)?,
+            webhook_deliveries: days("WEBHOOK_RETENTION_DAYS", 30)?,
         })
     }
 }

@@ -1,0 +1,74 @@
+//! What webhooks carry and how they are protected: the event types endpoints subscribe to,
+//! the Standard Webhooks signature, and the guard that keeps deliveries off private networks.
+
+mod guard;
+mod signature;
+
+pub use guard::{Allowlist, Refusal, check_address, is_public};
+pub use signature::{SigningSecret, generate_secret, sign};
+
+use crate::events::{Envelope, EventType};
+
+/// Every event type an endpoint can subscribe to.
+pub const EVENT_TYPES: [&str; 3] = ["order.created", "order.status_changed", "order.cancelled"];
+
+/// The webhook type of an event on the exchange, or `None` for the commands integrators do
+/// not receive. A change into `cancelled` is `order.cancelled` (and only that), every other
+/// change `order.status_changed`.
+pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
+    match envelope.event_type {
+        EventType::OrderCreated => Some("order.created"),
+        EventType::StatusChanged if envelope.payload["to"] == "cancelled" => {
+            Some("order.cancelled")
+        }
+        EventType::StatusChanged => Some("order.status_changed"),
+        EventType::StatusChangeRequested | EventType::CancelRequested => None,
+    }
+}
+
+/// The JSON an endpoint receives: the event's envelope, its `type` the webhook type.
+pub fn body(envelope: &Envelope, webhook_type: &str) -> String {
+    let mut value = serde_json::to_value(envelope).unwrap_or_default();
+    value["type"] = webhook_type.into();
+    value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Actor;
+
+    fn change(to: &str) -> Envelope {
+        Envelope::new(
+            EventType::StatusChanged,
+            uuid::Uuid::now_v7(),
+            2,
+            Actor::system(),
+            "req",
+            serde_json::json!({"from": "confirmed", "to": to}),
+        )
+    }
+
+    #[test]
+    fn a_change_into_cancelled_is_order_cancelled_and_no_other_change_is() {
+        assert_eq!(event_type(&change("cancelled")), Some("order.cancelled"));
+        assert_eq!(event_type(&change("shipped")), Some("order.status_changed"));
+    }
+
+    #[test]
+    fn commands_are_not_webhook_events() {
+        let mut envelope = change("shipped");
+        envelope.event_type = EventType::CancelRequested;
+        assert_eq!(event_type(&envelope), None);
+    }
+
+    #[test]
+    fn the_body_is_the_envelope_under_its_webhook_type() {
+        let envelope = change("cancelled");
+        let body: serde_json::Value =
+            serde_json::from_str(&body(&envelope, "order.cancelled")).expect("JSON");
+        assert_eq!(body["type"], "order.cancelled");
+        assert_eq!(body["event_id"], envelope.event_id.to_string());
+        assert_eq!(body["payload"]["to"], "cancelled");
+    }
+}
