@@ -114,9 +114,9 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     };
     if let Some(v4) = ip.to_ipv4_mapped() {
         Some(v4)
-    } else if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
-        Some(last_four())
-    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    } else if (s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified())
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+    {
         Some(last_four())
     } else if s[0] == 0x2002 {
         let [_, _, a, b, c, d, ..] = ip.octets();
