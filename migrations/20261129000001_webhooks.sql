@@ -22,11 +22,10 @@ CREATE TABLE webhook_endpoints (
     CONSTRAINT webhook_endpoints_url_check CHECK (length(url) <= 2048)
 );
 
--- One row per event per endpoint: the exact body signed (so every attempt sends the same
--- bytes), its state, and when it is next due. Written by the worker that takes the event
--- off the webhook queue; sent by any worker's dispatcher.
+-- One row per event per endpoint, named by the two: the exact body signed (so every
+-- attempt sends the same bytes), its state, and when it is next due. Written by the worker
+-- that takes the event off the webhook queue; sent by any worker's dispatcher.
 CREATE TABLE webhook_deliveries (
-    id              uuid        NOT NULL,
     endpoint_id     uuid        NOT NULL,
     -- The event's id: the `webhook-id` header, stable across retries and re-sends.
     event_id        uuid        NOT NULL,
@@ -40,10 +39,9 @@ CREATE TABLE webhook_deliveries (
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_attempt_at timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id),
+    CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (endpoint_id, event_id),
     CONSTRAINT webhook_deliveries_endpoint_fkey FOREIGN KEY (endpoint_id)
         REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
-    CONSTRAINT webhook_deliveries_event_key UNIQUE (endpoint_id, event_id),
     CONSTRAINT webhook_deliveries_status_check CHECK (status IN ('pending', 'succeeded', 'failed'))
 );
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
@@ -54,7 +52,8 @@ CREATE INDEX webhook_deliveries_created_idx ON webhook_deliveries (created_at);
 -- Every HTTP attempt, for the delivery log.
 CREATE TABLE webhook_attempts (
     id              bigint      GENERATED ALWAYS AS IDENTITY,
-    delivery_id     uuid        NOT NULL,
+    endpoint_id     uuid        NOT NULL,
+    event_id        uuid        NOT NULL,
     attempted_at    timestamptz NOT NULL DEFAULT now(),
     -- NULL when no response came (refused address, connection error, timeout).
     response_status integer,
@@ -63,7 +62,7 @@ CREATE TABLE webhook_attempts (
     response_excerpt text       NOT NULL DEFAULT '',
     error           text,
     CONSTRAINT webhook_attempts_pkey PRIMARY KEY (id),
-    CONSTRAINT webhook_attempts_delivery_fkey FOREIGN KEY (delivery_id)
-        REFERENCES webhook_deliveries (id) ON DELETE CASCADE
+    CONSTRAINT webhook_attempts_delivery_fkey FOREIGN KEY (endpoint_id, event_id)
+        REFERENCES webhook_deliveries (endpoint_id, event_id) ON DELETE CASCADE
 );
-CREATE INDEX webhook_attempts_delivery_idx ON webhook_attempts (delivery_id, id);
+CREATE INDEX webhook_attempts_delivery_idx ON webhook_attempts (endpoint_id, event_id, id);

@@ -1,7 +1,8 @@
 //! The AMQP side of the worker: a supervisor that (re)connects with back-off, consumes with
 //! manual acknowledgements and a bounded prefetch, and on shutdown stops consuming, lets
 //! in-flight messages finish and closes the connection. Beside it runs the worker's own
-//! outbox relay, which publishes the `order.status_changed` events the handlers write.
+//! outbox relay, which publishes the `order.status_changed` events the handlers write, the
+//! mailer and the webhook intake and dispatcher.
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     delivery::{self, Context as DeliveryContext},
     mail::Mailer,
+    webhooks,
 };
 
 /// One worker process's consumer.
@@ -58,6 +60,11 @@ impl Worker {
                 None
             }
         };
+        let webhooks = tokio::spawn(webhooks::run(
+            self.pool.clone(),
+            self.settings.clone(),
+            relay_stop.clone(),
+        ));
         let topology = Topology::new(&self.settings.broker);
         let (worker, topology, stop, wake) = (&self, &topology, &shutdown, &relay_wake);
         broker::supervise(
@@ -75,6 +82,13 @@ impl Worker {
             && mailer.await.is_err()
         {
             tracing::error!("the worker's mailer panicked");
+        }
+        match webhooks.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "webhooks were not sent")
+            }
+            Err(_) => tracing::error!("the worker's webhook delivery panicked"),
         }
     }
 
@@ -184,7 +198,7 @@ impl Worker {
 /// A batch: `first` and whatever else has already arrived, up to `batch_size`; no waiting
 /// for more, so a lone message is handled at once. The second value is set when the
 /// consumer ended meanwhile.
-fn take_ready(
+pub(crate) fn take_ready(
     consumer: &mut Consumer,
     first: Delivery,
     batch_size: usize,

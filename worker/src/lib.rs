@@ -9,3 +9,4 @@ pub mod ops;
 pub mod republish;
 pub mod retention;
 pub mod watchdog;
+pub mod webhooks;

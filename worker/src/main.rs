@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use common::{config::Settings, db, metrics, outbox, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
-use worker::{consumer::Worker, mail::Mailer, ops, watchdog};
+use worker::{consumer::Worker, mail::Mailer, ops, watchdog, webhooks};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -160,6 +160,7 @@ impl From<OrderCommand> for ops::OrderAction {
 async fn consume(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&settings.log, "worker")?;
     Mailer::check(&settings.email)?;
+    webhooks::Sender::new(&settings.webhooks)?;
     // Every batch in flight holds a connection (its fallback too, one at a time); the relay
     // and the watchdog need one each.
     let mut database = settings.database.clone();

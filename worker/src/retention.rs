@@ -55,8 +55,8 @@ const EMAILS: &str = "DELETE FROM emails WHERE id IN (
      WHERE coalesce(sent_at, given_up_at) < now() - make_interval(secs => $1) LIMIT $2)";
 /// Whatever their state: one still pending after this long belongs to an endpoint left
 /// disabled, and its event is long stale.
-const WEBHOOK_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE id IN (
-     SELECT id FROM webhook_deliveries
+const WEBHOOK_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE (endpoint_id, event_id) IN (
+     SELECT endpoint_id, event_id FROM webhook_deliveries
      WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)";
 
 pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<Swept> {

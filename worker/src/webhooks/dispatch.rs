@@ -1,0 +1,277 @@
+//! The dispatcher: sends due deliveries, up to `WEBHOOK_CONCURRENCY` at once, and records
+//! each attempt. Any number of workers share the work (rows are claimed with `SKIP LOCKED`
+//! for longer than an attempt can take); a worker killed mid-attempt lets its claim lapse
+//! and the delivery is sent again with the same `webhook-id`.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use common::{
+    config::Settings,
+    webhooks::{SigningSecret, sign},
+};
+use sqlx::{PgConnection, PgPool};
+use tokio::{
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    schedule::{Verdict, verdict},
+    send::{Attempt, Sender, Signed},
+};
+
+/// How often the dispatcher looks for due deliveries when nothing wakes it.
+const POLL: Duration = Duration::from_secs(1);
+/// A claim outlasts the attempt's timeout by this much, so a live attempt keeps its row.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+
+#[derive(sqlx::FromRow)]
+struct Due {
+    endpoint_id: Uuid,
+    event_id: Uuid,
+    url: String,
+    secret: String,
+    previous_secret: Option<String>,
+    body: String,
+    attempts: i32,
+}
+
+pub struct Dispatcher {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub sender: Sender,
+    /// Woken by the intake when it records deliveries.
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// Sends until `stop`, then lets the attempts under way finish (each is bounded by
+    /// `WEBHOOK_TIMEOUT`).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.settings.webhooks.concurrency));
+        let mut attempts = JoinSet::new();
+        while !stop.is_cancelled() {
+            while attempts.try_join_next().is_some() {}
+            let free = permits.available_permits();
+            let due = if free == 0 {
+                Vec::new()
+            } else {
+                self.claim(free).await.unwrap_or_else(|error| {
+                    tracing::warn!(%error, "claiming webhook deliveries failed; retrying");
+                    Vec::new()
+                })
+            };
+            let full = free > 0 && due.len() == free;
+            for delivery in due {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                attempts.spawn(self.clone().deliver(delivery, permit));
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                Some(_) = attempts.join_next(), if free == 0 => {}
+            }
+        }
+        while attempts.join_next().await.is_some() {}
+    }
+
+    /// Takes up to `limit` due deliveries of enabled endpoints.
+    async fn claim(&self, limit: usize) -> sqlx::Result<Vec<Due>> {
+        let claim = self.settings.webhooks.timeout + CLAIM_MARGIN;
+        sqlx::query_as(
+            "WITH due AS (
+                 SELECT d.endpoint_id, d.event_id
+                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+                 WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND e.enabled
+                 ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
+             ), claimed AS (
+                 UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $2)
+                 FROM due WHERE d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
+                 RETURNING d.endpoint_id, d.event_id, d.body, d.attempts
+             )
+             SELECT c.endpoint_id, c.event_id, c.body, c.attempts, e.url, e.secret,
+                    CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
+                        AS previous_secret
+             FROM claimed c JOIN webhook_endpoints e ON e.id = c.endpoint_id",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(claim.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    async fn deliver(self: Arc<Self>, due: Due, _permit: OwnedSemaphorePermit) {
+        let id = due.event_id.to_string();
+        let timestamp = Utc::now().timestamp();
+        // During a rotation both secrets sign, so receivers can switch at their own pace.
+        let signature = [Some(&due.secret), due.previous_secret.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|secret| SigningSecret::parse(secret))
+            .map(|secret| sign(&secret, &id, timestamp, &due.body))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let signed = Signed {
+            id: &id,
+            timestamp,
+            signature: &signature,
+        };
+        let attempt = self.sender.post(&due.url, &signed, due.body.clone()).await;
+        let attempts_before = usize::try_from(due.attempts).unwrap_or_default();
+        let verdict = verdict(
+            &attempt.result,
+            attempts_before,
+            &self.settings.webhooks.retry_schedule,
+            rand::random(),
+        );
+        let outcome = match verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Gone => "gone",
+            Verdict::Retry(_) => "retry",
+            Verdict::Failed => "failed",
+        };
+        metrics::counter!("orderflow_webhook_attempts_total", "outcome" => outcome).increment(1);
+        if let Err(error) = self.record(&due, &attempt, verdict).await {
+            // The claim lapses and the delivery is attempted again.
+            tracing::warn!(%error, event_id = %due.event_id, "recording a webhook attempt failed");
+        }
+    }
+
+    /// Logs the attempt and moves the delivery (and, on failure, the endpoint) on, in one
+    /// transaction.
+    async fn record(&self, due: &Due, attempt: &Attempt, verdict: Verdict) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let (status, excerpt, error) = match &attempt.result {
+            Ok(answer) => (
+                Some(i32::from(answer.status.as_u16())),
+                answer.excerpt.as_str(),
+                None,
+            ),
+            Err(error) => (None, "", Some(error.as_str())),
+        };
+        sqlx::query(
+            "INSERT INTO webhook_attempts
+                 (endpoint_id, event_id, response_status, latency_ms, response_excerpt, error)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(due.endpoint_id)
+        .bind(due.event_id)
+        .bind(status)
+        .bind(i32::try_from(attempt.latency.as_millis()).unwrap_or(i32::MAX))
+        .bind(excerpt.replace('\0', ""))
+        .bind(error)
+        .execute(&mut *tx)
+        .await?;
+        let (new_status, retry_in) = match verdict {
+            Verdict::Delivered => ("succeeded", None),
+            Verdict::Retry(wait) => ("pending", Some(wait)),
+            Verdict::Gone | Verdict::Failed => ("failed", None),
+        };
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $3, attempts = attempts + 1,
+                 last_attempt_at = now(),
+                 next_attempt_at = now() + make_interval(secs => coalesce($4, 0))
+             WHERE endpoint_id = $1 AND event_id = $2",
+        )
+        .bind(due.endpoint_id)
+        .bind(due.event_id)
+        .bind(new_status)
+        .bind(retry_in.map(|wait| wait.as_secs_f64()))
+        .execute(&mut *tx)
+        .await?;
+        match verdict {
+            Verdict::Delivered => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET failing_since = NULL
+                     WHERE id = $1 AND failing_since IS NOT NULL",
+                )
+                .bind(due.endpoint_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Verdict::Gone => {
+                disable(&mut tx, due.endpoint_id, "the endpoint answered 410 Gone").await?;
+            }
+            Verdict::Retry(_) | Verdict::Failed => {
+                self.note_failure(&mut tx, due.endpoint_id).await?
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Starts or continues the endpoint's run of failures; one that has lasted
+    /// `WEBHOOK_DISABLE_AFTER` disables it.
+    async fn note_failure(&self, conn: &mut PgConnection, endpoint_id: Uuid) -> sqlx::Result<()> {
+        let disable_after = self.settings.webhooks.disable_after;
+        let overdue: bool = sqlx::query_scalar(
+            "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now())
+             WHERE id = $1
+             RETURNING failing_since <= now() - make_interval(secs => $2)",
+        )
+        .bind(endpoint_id)
+        .bind(disable_after.as_secs_f64())
+        .fetch_one(&mut *conn)
+        .await?;
+        if overdue {
+            let reason = format!("no delivery succeeded for {}", humanize(disable_after));
+            disable(conn, endpoint_id, &reason).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Switches the endpoint off (its pending deliveries wait) and tells every active admin.
+async fn disable(conn: &mut PgConnection, endpoint_id: Uuid, reason: &str) -> sqlx::Result<()> {
+    let url: Option<String> = sqlx::query_scalar(
+        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
+         WHERE id = $1 AND enabled RETURNING url",
+    )
+    .bind(endpoint_id)
+    .bind(reason)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let shown = url.split(['?', '#']).next().unwrap_or_default();
+    tracing::warn!(%endpoint_id, url = shown, reason, "webhook endpoint disabled");
+    metrics::counter!("orderflow_webhook_endpoints_disabled_total").increment(1);
+    let admins: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE role = 'admin' AND is_active")
+            .fetch_all(&mut *conn)
+            .await?;
+    let ids: Vec<Uuid> = admins.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO notifications (id, user_id, kind, message)
+         SELECT id, user_id, 'webhook_endpoint_disabled', $3
+         FROM unnest($1::uuid[], $2::uuid[]) AS n (id, user_id)",
+    )
+    .bind(ids)
+    .bind(admins)
+    .bind(format!(
+        "Webhook endpoint {shown} ({endpoint_id}) was disabled: {reason}. \
+         Fix the receiver, enable the endpoint again and re-send its failed deliveries."
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// `5 days`, `3 hours`, `90 seconds`.
+fn humanize(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{} hours", s / 3_600),
+        s => format!("{s} seconds"),
+    }
+}
