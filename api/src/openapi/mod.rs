@@ -24,6 +24,7 @@ use utoipa::{
         (name = "products", description = "The catalogue"),
         (name = "orders", description = "Orders, status changes and their timeline"),
         (name = "notifications", description = "Order updates for the signed-in user"),
+        (name = "webhooks", description = "Signed order events for integrators: endpoints, secrets, the delivery log (admins)"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]

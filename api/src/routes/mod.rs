@@ -6,6 +6,7 @@ pub mod notifications;
 pub mod orders;
 pub mod products;
 pub mod users;
+pub mod webhooks;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -20,4 +21,5 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(orders::router())
         .merge(products::router())
         .merge(users::router())
+        .merge(webhooks::router())
 }

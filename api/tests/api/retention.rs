@@ -84,6 +84,19 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
     )
     .await;
 
+    // Webhook deliveries: older than the retention go, whatever their state.
+    exec(
+        db,
+        "WITH e AS (INSERT INTO webhook_endpoints (id, url, secret)
+                    VALUES (gen_random_uuid(), 'https://example.com/', 'whsec_x') RETURNING id)
+         INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, order_id, body, status, created_at)
+         SELECT e.id, gen_random_uuid(), 'order.created', $1, '{}', s, c FROM e,
+              (VALUES ('pending', now() - interval '31 days'), ('failed', now() - interval '31 days'),
+                      ('succeeded', now())) AS v (s, c)",
+        order,
+    )
+    .await;
+
     let settings: Settings = test_settings(&[]);
     let swept = retention::sweep(db, &settings.worker.retention)
         .await
@@ -96,6 +109,7 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
             refresh_tokens: 1,
             read_notifications: 1,
             emails: 2,
+            webhook_deliveries: 2,
         }
     );
     assert_eq!(
