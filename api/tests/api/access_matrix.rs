@@ -135,6 +135,35 @@ const OPERATIONS: &[(&str, &str, Access, Option<&str>)] = &[
     ("GET", "/api/notifications", SignedIn, None),
     ("POST", "/api/notifications/{id}/read", Owner, None),
     ("POST", "/api/notifications/read-all", SignedIn, None),
+    ("GET", "/api/webhooks", Admin, None),
+    (
+        "POST",
+        "/api/webhooks",
+        Admin,
+        Some(r#"{"url":"https://93.184.216.34/hook"}"#),
+    ),
+    ("GET", "/api/webhooks/{id}", Admin, None),
+    (
+        "PUT",
+        "/api/webhooks/{id}",
+        Admin,
+        Some(r#"{"description":"warehouse"}"#),
+    ),
+    ("DELETE", "/api/webhooks/{id}", Admin, None),
+    ("POST", "/api/webhooks/{id}/rotate-secret", Admin, None),
+    ("GET", "/api/webhooks/{id}/deliveries", Admin, None),
+    (
+        "POST",
+        "/api/webhooks/{id}/deliveries/{event_id}/resend",
+        Admin,
+        None,
+    ),
+    (
+        "POST",
+        "/api/webhooks/{id}/deliveries/resend-failed",
+        Admin,
+        Some(r#"{"since":"2026-01-01T00:00:00Z"}"#),
+    ),
     ("GET", "/health", Public, None),
     ("GET", "/health/ready", Public, None),
 ];
@@ -206,7 +235,7 @@ impl World {
         } else {
             &self.alice.id.to_string()
         };
-        path.replace("{id}", id)
+        path.replace("{id}", id).replace("{event_id}", &self.order)
     }
 
     async fn call(
@@ -237,6 +266,7 @@ impl World {
                  (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM order_items t),
                  (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM order_events t),
                  (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM notifications t),
+                 (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM webhook_endpoints t),
                  (SELECT count(*)::text FROM outbox))",
         )
         .fetch_one(&self.app.pool)

@@ -112,6 +112,7 @@ impl TestApp {
             })
             .await;
         }
+        worker::webhooks::install_tls_provider();
         Self {
             address,
             pool,

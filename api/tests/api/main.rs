@@ -21,4 +21,5 @@ mod sessions;
 mod shutdown;
 mod stalled;
 mod users;
+mod webhooks;
 mod worker_handlers;

@@ -3,7 +3,10 @@
 //! for longer than an attempt can take); a worker killed mid-attempt lets its claim lapse
 //! and the delivery is sent again with the same `webhook-id`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::Utc;
 use common::{
@@ -14,6 +17,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::{
     sync::{Notify, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
+    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -40,14 +44,27 @@ struct Due {
 }
 
 pub struct Dispatcher {
-    pub pool: PgPool,
-    pub settings: Arc<Settings>,
-    pub sender: Sender,
+    pool: PgPool,
+    settings: Arc<Settings>,
+    sender: Sender,
     /// Woken by the intake when it records deliveries.
-    pub wake: Arc<Notify>,
+    wake: Arc<Notify>,
+    /// The earliest retry this dispatcher scheduled, so a short back-off is kept to the
+    /// millisecond rather than to the next poll.
+    next_retry: Mutex<Option<Instant>>,
 }
 
 impl Dispatcher {
+    pub fn new(pool: PgPool, settings: Arc<Settings>, sender: Sender, wake: Arc<Notify>) -> Self {
+        Self {
+            pool,
+            settings,
+            sender,
+            wake,
+            next_retry: Mutex::new(None),
+        }
+    }
+
     /// Sends until `stop`, then lets the attempts under way finish (each is bounded by
     /// `WEBHOOK_TIMEOUT`).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
@@ -77,11 +94,28 @@ impl Dispatcher {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep_until(self.next_look()) => {}
                 Some(_) = attempts.join_next(), if free == 0 => {}
             }
         }
         while attempts.join_next().await.is_some() {}
+    }
+
+    /// The next poll, or the earliest retry this dispatcher scheduled if sooner.
+    fn next_look(&self) -> Instant {
+        let poll = Instant::now() + POLL;
+        let mut next_retry = self.next_retry.lock().unwrap_or_else(|e| e.into_inner());
+        match next_retry.take() {
+            Some(retry) if retry < poll => retry,
+            _ => poll,
+        }
+    }
+
+    fn retry_at(&self, at: Instant) {
+        let mut next_retry = self.next_retry.lock().unwrap_or_else(|e| e.into_inner());
+        if next_retry.is_none_or(|earliest| at < earliest) {
+            *next_retry = Some(at);
+        }
     }
 
     /// Takes up to `limit` due deliveries of enabled endpoints.
@@ -140,9 +174,17 @@ impl Dispatcher {
             Verdict::Failed => "failed",
         };
         metrics::counter!("orderflow_webhook_attempts_total", "outcome" => outcome).increment(1);
-        if let Err(error) = self.record(&due, &attempt, verdict).await {
+        match self.record(&due, &attempt, verdict).await {
+            Ok(()) => {
+                if let Verdict::Retry(wait) = verdict {
+                    self.retry_at(Instant::now() + wait);
+                    self.wake.notify_one();
+                }
+            }
             // The claim lapses and the delivery is attempted again.
-            tracing::warn!(%error, event_id = %due.event_id, "recording a webhook attempt failed");
+            Err(error) => {
+                tracing::warn!(%error, event_id = %due.event_id, "recording a webhook attempt failed");
+            }
         }
     }
 
@@ -266,12 +308,13 @@ async fn disable(conn: &mut PgConnection, endpoint_id: Uuid, reason: &str) -> sq
     Ok(())
 }
 
-/// `5 days`, `3 hours`, `90 seconds`.
+/// `5 days`, `1 hour`, `90 seconds`.
 fn humanize(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        s if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
-        s if s >= 3_600 && s % 3_600 == 0 => format!("{} hours", s / 3_600),
-        s => format!("{s} seconds"),
-    }
+    let (count, unit) = match duration.as_secs() {
+        s if s >= 86_400 && s % 86_400 == 0 => (s / 86_400, "day"),
+        s if s >= 3_600 && s % 3_600 == 0 => (s / 3_600, "hour"),
+        s => (s, "second"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural}")
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use dispatch::Dispatcher;
 pub use intake::Intake;
-pub use send::Sender;
+pub use send::{Sender, install_tls_provider};
 
 /// Runs the intake and the dispatcher until `stop`.
 pub async fn run(
@@ -24,12 +24,13 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
-    let dispatcher = Arc::new(Dispatcher {
-        pool: pool.clone(),
-        sender: Sender::new(&settings.webhooks)?,
-        settings: settings.clone(),
-        wake: wake.clone(),
-    });
+    let sender = Sender::new(&settings.webhooks)?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        pool.clone(),
+        settings.clone(),
+        sender,
+        wake.clone(),
+    ));
     let intake = Intake {
         pool,
         settings,

@@ -52,9 +52,7 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(settings: &WebhookSettings) -> anyhow::Result<Self> {
-        // reqwest's rustls backend uses the process-wide crypto provider; ring is the one
-        // already built for SMTP. Installing twice (tests build several senders) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let allowlist = settings.allowed_hosts.clone();
         let client = Client::builder()
             .redirect(Policy::none())
@@ -120,6 +118,14 @@ impl Sender {
             excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
         })
     }
+}
+
+/// Makes ring the process's TLS crypto provider. reqwest's rustls backend (built without
+/// aws-lc, which needs a C toolchain) takes the process-wide provider, and panics when a
+/// client is built without one — in any crate of this workspace, since Cargo unifies the
+/// feature: call this before building a `reqwest::Client`. Calling it again is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The error with its causes (where the guard's refusal is), never with the URL's query.
