@@ -391,7 +391,10 @@ async fn a_corrupt_outbox_row_is_set_aside_without_stalling_the_relay(pool: PgPo
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_deleted_work_queue_is_declared_again_and_orders_keep_flowing(pool: PgPool) {
-    // No worker: only the relay can bring the queue back.
+    // No worker while the queue is gone. The webhook queue still takes `order.created`, so
+    // the relay's publish is routed and confirmed, and the command reaches no worker: the
+    // worker declares its queue again when it starts, and the watchdog publishes the command
+    // again once it is overdue.
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let (vendor, alice) = app.vendor_and_customer().await;
     app.product(&vendor, "CUP", "1.00", 5).await;
@@ -406,20 +409,28 @@ async fn a_deleted_work_queue_is_declared_again_and_orders_keep_flowing(pool: Pg
         .expect("queue deleted");
     connection.close(200, "done".into()).await.expect("close");
     let id = app.order_id(&alice, "CUP", 1).await;
-    crate::helpers::wait_until(
+    let published = || async {
+        let unpublished: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+        unpublished == 0
+    };
+    wait_until(
         "the relay published the order",
         Duration::from_secs(15),
-        || async {
-            let unpublished: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count");
-            unpublished == 0
-        },
+        published,
     )
     .await;
     app.start_workers(1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stuck_after = Duration::from_secs(1);
+    let round = worker::watchdog::round(&pool, stuck_after, Duration::from_secs(86_400))
+        .await
+        .expect("watchdog round")
+        .expect("elected");
+    assert_eq!(round.requeued_orders, 1, "the command that went nowhere");
     app.wait_for_status(&alice.token, &id, "confirmed").await;
 }
 
