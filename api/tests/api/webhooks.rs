@@ -48,6 +48,10 @@ impl Received {
 struct Script {
     /// Statuses to answer with, in order; then 200.
     answers: VecDeque<u16>,
+    /// Time taken over each request before answering.
+    delay: Duration,
+    /// Sent as `Location` with every answer.
+    location: Option<String>,
     received: Vec<Received>,
 }
 
@@ -66,7 +70,7 @@ impl Receiver {
     pub async fn start_on(port: u16, answers: &[u16]) -> Self {
         let script = Arc::new(Mutex::new(Script {
             answers: answers.iter().copied().collect(),
-            received: Vec::new(),
+            ..Script::default()
         }));
         let app = Router::new()
             .route("/hook", post(take))
@@ -95,6 +99,14 @@ impl Receiver {
     fn answer_from_now_on(&self, answers: &[u16]) {
         self.script.lock().expect("script").answers = answers.iter().copied().collect();
     }
+
+    fn take_time(&self, delay: Duration) {
+        self.script.lock().expect("script").delay = delay;
+    }
+
+    fn redirect_to(&self, location: &str) {
+        self.script.lock().expect("script").location = Some(location.to_owned());
+    }
 }
 
 impl Drop for Receiver {
@@ -107,14 +119,20 @@ async fn take(
     State(script): State<Arc<Mutex<Script>>>,
     headers: HeaderMap,
     body: Bytes,
-) -> (AxumStatus, &'static str) {
-    let mut script = script.lock().expect("script");
-    script.received.push(Received { headers, body });
-    let status = script.answers.pop_front().unwrap_or(200);
-    (
-        AxumStatus::from_u16(status).expect("status"),
-        "receiver says hi",
-    )
+) -> (AxumStatus, HeaderMap, &'static str) {
+    let (status, delay, location) = {
+        let mut script = script.lock().expect("script");
+        script.received.push(Received { headers, body });
+        let status = script.answers.pop_front().unwrap_or(200);
+        (status, script.delay, script.location.clone())
+    };
+    tokio::time::sleep(delay).await;
+    let mut answer = HeaderMap::new();
+    if let Some(location) = location {
+        answer.insert("location", location.parse().expect("a header value"));
+    }
+    let status = AxumStatus::from_u16(status).expect("status");
+    (status, answer, "receiver says hi")
 }
 
 /// Retries compressed from a day to well under a second, loopback allowed.
@@ -619,4 +637,75 @@ async fn endpoint_input_is_checked_and_changes_nothing_when_refused(pool: PgPool
         StatusCode::NOT_FOUND,
     )
     .await;
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_receiver_that_hangs_is_timed_out_and_delays_no_order(pool: PgPool) {
+    let shop = shop(&pool, &[("WEBHOOK_TIMEOUT", "500ms")]).await;
+    let receiver = Receiver::start(&[]).await;
+    receiver.take_time(Duration::from_secs(30));
+    let (endpoint, _) = shop.endpoint(&receiver.url, &[]).await;
+    let started = tokio::time::Instant::now();
+    let mut orders = Vec::new();
+    for _ in 0..10 {
+        orders.push(shop.app.order_id(&shop.alice, "LAMP", 1).await);
+    }
+    for order in &orders {
+        shop.app
+            .wait_for_status(&shop.alice.token, order, "confirmed")
+            .await;
+    }
+    let confirming = started.elapsed();
+    wait_until("attempts time out", Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM webhook_attempts WHERE error LIKE 'timed out%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("attempts")
+            >= 10
+    })
+    .await;
+    let log = shop.deliveries(&endpoint, "?status=pending&size=100").await;
+    assert_eq!(
+        log["total"], 20,
+        "10 orders created and 10 confirmed, all to retry"
+    );
+    let attempt = log["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find_map(|delivery| delivery["attempt_log"].get(0))
+        .expect("an attempt");
+    assert_eq!(attempt["response_status"], Value::Null);
+    assert!(
+        attempt["latency_ms"].as_i64().expect("latency") < 5_000,
+        "{attempt}"
+    );
+    assert!(
+        confirming < Duration::from_secs(10),
+        "orders waited on the receiver: {confirming:?}"
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn redirects_are_not_followed(pool: PgPool) {
+    let shop = shop(&pool, &[]).await;
+    let elsewhere = Receiver::start(&[]).await;
+    let receiver = Receiver::start(&[307, 308]).await;
+    receiver.redirect_to(&elsewhere.url);
+    let (endpoint, _) = shop.endpoint(&receiver.url, &["order.created"]).await;
+    shop.app.order_id(&shop.alice, "LAMP", 1).await;
+    let log = shop.wait_for_deliveries(&endpoint, "succeeded", 1).await;
+    let statuses: Vec<&Value> = log["items"][0]["attempt_log"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|attempt| &attempt["response_status"])
+        .collect();
+    assert_eq!(statuses, [&json!(307), &json!(308), &json!(200)]);
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect's target was never called"
+    );
 }
