@@ -10,6 +10,9 @@ pub struct EmailSettings {
     /// `smtps://user:password@host:465` (implicit TLS), `smtp://user:password@host:587?tls=required`
     /// (STARTTLS) or `smtp://host:25` (no TLS: a relay on this machine); may hold a password.
     pub smtp_url: Option<Secret>,
+    /// A PEM file of root certificates to trust besides the public ones, for a relay whose
+    /// certificate a private CA signed.
+    pub smtp_ca_file: Option<PathBuf>,
     /// Without an SMTP server, each email is written to this folder as an `.eml` file.
     /// Neither: no email leaves; the emails are still recorded, and go out once one is set.
     pub dir: Option<PathBuf>,
@@ -64,6 +67,7 @@ impl EmailSettings {
         }
         Ok(Self {
             smtp_url: smtp_url.map(Secret::new),
+            smtp_ca_file: set("SMTP_CA_FILE").map(PathBuf::from),
             dir: set("EMAIL_DIR").map(PathBuf::from),
             from,
             shop_name,

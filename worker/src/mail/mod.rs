@@ -14,7 +14,10 @@ use std::{
 
 use anyhow::Context;
 use common::config::{EmailSettings, Settings};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{
+    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    transport::smtp::client::{Certificate, Tls, TlsParameters},
+};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -42,11 +45,13 @@ struct Failure {
 impl Transport {
     fn from_settings(settings: &EmailSettings) -> anyhow::Result<Option<Self>> {
         if let Some(url) = &settings.smtp_url {
-            let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+            let mut smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                 .context("SMTP_URL is not a valid SMTP address (smtps://user:password@host:465)")?
-                .timeout(Some(SMTP_TIMEOUT))
-                .build();
-            return Ok(Some(Self::Smtp(smtp)));
+                .timeout(Some(SMTP_TIMEOUT));
+            if let Some(ca_file) = &settings.smtp_ca_file {
+                smtp = smtp.tls(trusting(url.expose(), ca_file)?);
+            }
+            return Ok(Some(Self::Smtp(smtp.build())));
         }
         if let Some(dir) = &settings.dir {
             std::fs::create_dir_all(dir)
@@ -68,6 +73,36 @@ impl Transport {
             }),
         }
     }
+}
+
+/// The TLS mode `url` asks for, trusting the certificates in `ca_file` too.
+fn trusting(url: &str, ca_file: &std::path::Path) -> anyhow::Result<Tls> {
+    let url = reqwest::Url::parse(url).context("SMTP_URL is not a URL")?;
+    let host = url.host_str().context("SMTP_URL names no host")?;
+    let pem = std::fs::read(ca_file)
+        .with_context(|| format!("cannot read SMTP_CA_FILE {}", ca_file.display()))?;
+    let certificate = Certificate::from_pem(&pem).with_context(|| {
+        format!(
+            "SMTP_CA_FILE {} is not a PEM certificate",
+            ca_file.display()
+        )
+    })?;
+    let parameters = TlsParameters::builder(host.to_owned())
+        .add_root_certificate(certificate)
+        .build()
+        .context("setting up TLS for SMTP")?;
+    let tls_query = url
+        .query_pairs()
+        .find(|(key, _)| key == "tls")
+        .map(|(_, value)| value.into_owned());
+    Ok(match (url.scheme(), tls_query.as_deref()) {
+        ("smtps", _) => Tls::Wrapper(parameters),
+        (_, Some("required")) => Tls::Required(parameters),
+        (_, Some("opportunistic")) => Tls::Opportunistic(parameters),
+        _ => anyhow::bail!(
+            "SMTP_CA_FILE is set but SMTP_URL asks for no TLS: use smtps://… or smtp://…?tls=required"
+        ),
+    })
 }
 
 pub struct Mailer {
