@@ -29,6 +29,9 @@ use super::{
 
 /// How often the dispatcher looks for due deliveries when nothing wakes it.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a stopping worker waits for attempts under way: a hanging receiver must not
+/// hold up a deploy for a whole `WEBHOOK_TIMEOUT`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A claim outlasts the attempt's timeout by this much, so a live attempt keeps its row.
 const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
@@ -65,8 +68,7 @@ impl Dispatcher {
         }
     }
 
-    /// Sends until `stop`, then lets the attempts under way finish (each is bounded by
-    /// `WEBHOOK_TIMEOUT`).
+    /// Sends until `stop`, then gives the attempts under way `SHUTDOWN_GRACE` to finish.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.settings.webhooks.concurrency));
         let mut attempts = JoinSet::new();
@@ -98,7 +100,13 @@ impl Dispatcher {
                 Some(_) = attempts.join_next(), if free == 0 => {}
             }
         }
-        while attempts.join_next().await.is_some() {}
+        // Attempts under way get a moment to finish; the rest are dropped, and their claims
+        // lapse so another worker sends them again (same `webhook-id`).
+        let finish = async { while attempts.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
+            tracing::info!(dropped = attempts.len(), "stopping with webhook attempts under way");
+            attempts.abort_all();
+        }
     }
 
     /// The next poll, or the earliest retry this dispatcher scheduled if sooner.
