@@ -104,7 +104,10 @@ impl Dispatcher {
         // lapse so another worker sends them again (same `webhook-id`).
         let finish = async { while attempts.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, finish).await.is_err() {
-            tracing::info!(dropped = attempts.len(), "stopping with webhook attempts under way");
+            tracing::info!(
+                dropped = attempts.len(),
+                "stopping with webhook attempts under way"
+            );
             attempts.abort_all();
         }
     }
