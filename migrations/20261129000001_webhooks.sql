@@ -44,7 +44,7 @@ CREATE TABLE webhook_deliveries (
         REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
     CONSTRAINT webhook_deliveries_status_check CHECK (status IN ('pending', 'succeeded', 'failed'))
 );
-CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (endpoint_id, next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_log_idx ON webhook_deliveries (endpoint_id, created_at DESC);
 CREATE INDEX webhook_deliveries_created_idx ON webhook_deliveries (created_at);

@@ -53,6 +53,28 @@ struct Script {
     /// Sent as `Location` with every answer.
     location: Option<String>,
     received: Vec<Received>,
+    /// Requests being answered now, and the most at once since `reset_most_in_flight`.
+    in_flight: usize,
+    most_in_flight: usize,
+}
+
+/// Counts a request as in flight until its handler ends (or is dropped: a client that
+/// times out takes the handler's future with it).
+struct InFlight(Arc<Mutex<Script>>);
+
+impl InFlight {
+    fn start(script: &Arc<Mutex<Script>>) -> Self {
+        let mut locked = script.lock().expect("script");
+        locked.in_flight += 1;
+        locked.most_in_flight = locked.most_in_flight.max(locked.in_flight);
+        Self(script.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().expect("script").in_flight -= 1;
+    }
 }
 
 /// A local HTTP receiver that records every request and answers as scripted.
@@ -104,6 +126,15 @@ impl Receiver {
         self.script.lock().expect("script").delay = delay;
     }
 
+    fn reset_most_in_flight(&self) {
+        let mut script = self.script.lock().expect("script");
+        script.most_in_flight = script.in_flight;
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.script.lock().expect("script").most_in_flight
+    }
+
     fn redirect_to(&self, location: &str) {
         self.script.lock().expect("script").location = Some(location.to_owned());
     }
@@ -120,6 +151,7 @@ async fn take(
     headers: HeaderMap,
     body: Bytes,
 ) -> (AxumStatus, HeaderMap, &'static str) {
+    let _in_flight = InFlight::start(&script);
     let (status, delay, location) = {
         let mut script = script.lock().expect("script");
         script.received.push(Received { headers, body });
@@ -707,5 +739,50 @@ async fn redirects_are_not_followed(pool: PgPool) {
     assert!(
         elsewhere.received().is_empty(),
         "the redirect's target was never called"
+    );
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_failing_endpoint_gets_a_quarter_of_the_attempts_while_others_flow(pool: PgPool) {
+    let shop = shop(
+        &pool,
+        &[
+            ("WEBHOOK_TIMEOUT", "1s"),
+            ("WEBHOOK_CONCURRENCY", "8"),
+            (
+                "WEBHOOK_RETRY_SCHEDULE",
+                "100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms",
+            ),
+        ],
+    )
+    .await;
+    let down = Receiver::start(&[]).await;
+    down.take_time(Duration::from_secs(30));
+    let healthy = Receiver::start(&[]).await;
+    let (down_id, _) = shop.endpoint(&down.url, &[]).await;
+    let (healthy_id, _) = shop.endpoint(&healthy.url, &["order.created"]).await;
+    for _ in 0..12 {
+        shop.app.order_id(&shop.alice, "LAMP", 1).await;
+    }
+    wait_until(
+        "the endpoint that is down is failing",
+        Duration::from_secs(10),
+        || async { shop.endpoint_state(&down_id).await["failing_since"].is_string() },
+    )
+    .await;
+    // The first attempts, made before it was known to fail, time out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    down.reset_most_in_flight();
+    let before = down.received().len();
+    shop.wait_for_deliveries(&healthy_id, "succeeded", 12).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        down.received().len() > before,
+        "the failing endpoint is still tried"
+    );
+    assert!(
+        down.most_in_flight() <= 2,
+        "a quarter of 8 slots at most, saw {}",
+        down.most_in_flight()
     );
 }

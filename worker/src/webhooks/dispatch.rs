@@ -4,6 +4,7 @@
 //! and the delivery is sent again with the same `webhook-id`.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -55,6 +56,8 @@ pub struct Dispatcher {
     /// The earliest retry this dispatcher scheduled, so a short back-off is kept to the
     /// millisecond rather than to the next poll.
     next_retry: Mutex<Option<Instant>>,
+    /// Attempts under way per endpoint, so a failing endpoint gets only its share.
+    busy: Mutex<HashMap<Uuid, i64>>,
 }
 
 impl Dispatcher {
@@ -65,6 +68,7 @@ impl Dispatcher {
             sender,
             wake,
             next_retry: Mutex::new(None),
+            busy: Mutex::new(HashMap::new()),
         }
     }
 
@@ -88,7 +92,8 @@ impl Dispatcher {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
-                attempts.spawn(self.clone().deliver(delivery, permit));
+                let busy = Busy::start(&self, delivery.endpoint_id);
+                attempts.spawn(self.clone().deliver(delivery, permit, busy));
             }
             if full {
                 continue;
@@ -129,15 +134,36 @@ impl Dispatcher {
         }
     }
 
-    /// Takes up to `limit` due deliveries of enabled endpoints.
+    /// Takes up to `limit` due deliveries of enabled endpoints, the longest due first. An
+    /// endpoint that is failing gets at most a quarter of the slots, so one that is down
+    /// (each attempt waiting out `WEBHOOK_TIMEOUT`) cannot hold every slot while the
+    /// others' deliveries wait.
     async fn claim(&self, limit: usize) -> sqlx::Result<Vec<Due>> {
         let claim = self.settings.webhooks.timeout + CLAIM_MARGIN;
+        let failing_share = (self.settings.webhooks.concurrency / 4).max(1);
+        let (busy_endpoints, busy_attempts): (Vec<Uuid>, Vec<i64>) = self
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(endpoint, attempts)| (*endpoint, *attempts))
+            .unzip();
         sqlx::query_as(
             "WITH due AS (
                  SELECT d.endpoint_id, d.event_id
-                 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-                 WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND e.enabled
-                 ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED
+                 FROM webhook_endpoints e
+                 LEFT JOIN unnest($3::uuid[], $4::bigint[]) AS busy (endpoint_id, attempts)
+                        ON busy.endpoint_id = e.id
+                 CROSS JOIN LATERAL (
+                     SELECT endpoint_id, event_id, next_attempt_at FROM webhook_deliveries
+                     WHERE endpoint_id = e.id AND status = 'pending' AND next_attempt_at <= now()
+                     ORDER BY next_attempt_at
+                     LIMIT CASE WHEN e.failing_since IS NULL THEN $1
+                                ELSE greatest($5 - coalesce(busy.attempts, 0), 0) END
+                     FOR UPDATE SKIP LOCKED
+                 ) d
+                 WHERE e.enabled
+                 ORDER BY d.next_attempt_at LIMIT $1
              ), claimed AS (
                  UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => $2)
                  FROM due WHERE d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
@@ -150,11 +176,14 @@ impl Dispatcher {
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(claim.as_secs_f64())
+        .bind(busy_endpoints)
+        .bind(busy_attempts)
+        .bind(i64::try_from(failing_share).unwrap_or(1))
         .fetch_all(&self.pool)
         .await
     }
 
-    async fn deliver(self: Arc<Self>, due: Due, _permit: OwnedSemaphorePermit) {
+    async fn deliver(self: Arc<Self>, due: Due, _permit: OwnedSemaphorePermit, _busy: Busy) {
         let id = due.event_id.to_string();
         let timestamp = Utc::now().timestamp();
         // During a rotation both secrets sign, so receivers can switch at their own pace.
@@ -279,6 +308,39 @@ impl Dispatcher {
             disable(conn, endpoint_id, &reason).await?;
         }
         Ok(())
+    }
+}
+
+/// One attempt under way, counted against its endpoint until dropped.
+struct Busy {
+    dispatcher: Arc<Dispatcher>,
+    endpoint_id: Uuid,
+}
+
+impl Busy {
+    fn start(dispatcher: &Arc<Dispatcher>, endpoint_id: Uuid) -> Self {
+        let mut busy = dispatcher.busy.lock().unwrap_or_else(|e| e.into_inner());
+        *busy.entry(endpoint_id).or_default() += 1;
+        Self {
+            dispatcher: dispatcher.clone(),
+            endpoint_id,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut busy = self
+            .dispatcher
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(attempts) = busy.get_mut(&self.endpoint_id) {
+            *attempts -= 1;
+            if *attempts <= 0 {
+                busy.remove(&self.endpoint_id);
+            }
+        }
     }
 }
 
