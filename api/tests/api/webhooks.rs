@@ -122,7 +122,7 @@ impl Receiver {
         self.script.lock().expect("script").answers = answers.iter().copied().collect();
     }
 
-    fn take_time(&self, delay: Duration) {
+    pub fn take_time(&self, delay: Duration) {
         self.script.lock().expect("script").delay = delay;
     }
 

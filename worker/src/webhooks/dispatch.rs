@@ -33,8 +33,9 @@ const POLL: Duration = Duration::from_secs(1);
 /// How long a stopping worker waits for attempts under way: a hanging receiver must not
 /// hold up a deploy for a whole `WEBHOOK_TIMEOUT`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// A claim outlasts the attempt's timeout by this much, so a live attempt keeps its row.
-const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+/// A claim lasts twice the attempt's timeout and this much more, so a live attempt keeps
+/// its row (recording included), while one whose worker died is sent again soon after.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(sqlx::FromRow)]
 struct Due {
@@ -139,7 +140,7 @@ impl Dispatcher {
     /// (each attempt waiting out `WEBHOOK_TIMEOUT`) cannot hold every slot while the
     /// others' deliveries wait.
     async fn claim(&self, limit: usize) -> sqlx::Result<Vec<Due>> {
-        let claim = self.settings.webhooks.timeout + CLAIM_MARGIN;
+        let claim = self.settings.webhooks.timeout * 2 + CLAIM_MARGIN;
         let failing_share = (self.settings.webhooks.concurrency / 4).max(1);
         let (busy_endpoints, busy_attempts): (Vec<Uuid>, Vec<i64>) = self
             .busy
