@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::model::{ItemRow, OrderResponse, OrderRow, order_columns};
-use super::pricing::{PricedLine, price_lines};
+use super::pricing::{MAX_QUANTITY, OrderLineRequest, PricedLine, price_lines};
 use crate::{
     auth::CurrentUser,
     error::{ApiError, ApiResult, Problem},
@@ -30,22 +30,6 @@ use crate::{
 };
 
 const MAX_LINES: usize = 100;
-pub(super) const MAX_QUANTITY: i32 = 1000;
-
-/// One line: name a product by `product_id` or `product_sku`, and a quantity.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OrderLineRequest {
-    pub product_id: Option<Uuid>,
-    #[schema(min_length = 1, max_length = 64)]
-    pub product_sku: Option<String>,
-    /// 1 to 1000.
-    #[schema(minimum = 1, maximum = 1000)]
-    pub quantity: i32,
-    /// Optional: the price the client showed. A different catalogue price is refused (409).
-    pub unit_price: Option<Money>,
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use common::domain::Money;
+use serde::Deserialize;
 use sqlx::PgExecutor;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -12,7 +14,22 @@ use crate::{
     routes::products::{Product, product_columns},
 };
 
-use super::create::{MAX_QUANTITY, OrderLineRequest};
+/// Most units of one product in one order.
+pub(super) const MAX_QUANTITY: i32 = 1000;
+
+/// One line: name a product by `product_id` or `product_sku`, and a quantity.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLineRequest {
+    pub product_id: Option<Uuid>,
+    #[schema(min_length = 1, max_length = 64)]
+    pub product_sku: Option<String>,
+    /// 1 to 1000.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub quantity: i32,
+    /// Optional: the price the client showed. A different catalogue price is refused (409).
+    pub unit_price: Option<Money>,
+}
 
 /// A line resolved against the catalogue.
 pub(super) struct PricedLine {
