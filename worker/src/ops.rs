@@ -35,6 +35,14 @@ pub struct Stats {
     pub orders_stalled: i64,
     pub work_queue_messages: u32,
     pub dead_letters: u32,
+    /// Webhook deliveries waiting for an attempt or a retry.
+    pub webhook_deliveries_pending: i64,
+    /// Webhook deliveries whose retries are spent (re-send them from the delivery log).
+    pub webhook_deliveries_failed: i64,
+    /// Endpoints switched off, by an admin or by the system (`disabled_reason`).
+    pub webhook_endpoints_disabled: i64,
+    /// Events waiting for a worker's webhook intake.
+    pub webhook_queue_messages: u32,
 }
 
 pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> {
@@ -46,6 +54,17 @@ pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> 
                 (SELECT count(*) FROM orders WHERE stalled_at IS NOT NULL)",
     )
     .bind(settings.worker.stuck_after.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    let (webhook_deliveries_pending, webhook_deliveries_failed, webhook_endpoints_disabled): (
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed'),
+                (SELECT count(*) FROM webhook_endpoints WHERE NOT enabled)
+         FROM webhook_deliveries",
+    )
     .fetch_one(pool)
     .await?;
     let backlog = outbox::backlog(pool).await?;
@@ -68,6 +87,7 @@ pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> 
     };
     let work_queue_messages = count(topology.queue.clone()).await?;
     let dead_letters = count(topology.dead_letter_queue.clone()).await?;
+    let webhook_queue_messages = count(topology.webhook_queue.clone()).await?;
     let _ = connection.close(200, "done".into()).await;
     Ok(Stats {
         orders_pending,
@@ -77,6 +97,10 @@ pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> 
         orders_stalled,
         work_queue_messages,
         dead_letters,
+        webhook_deliveries_pending,
+        webhook_deliveries_failed,
+        webhook_endpoints_disabled,
+        webhook_queue_messages,
     })
 }
 

@@ -28,6 +28,17 @@ async fn gone_disables_the_endpoint_and_tells_the_admins(pool: PgPool) {
     assert_eq!(state["disabled_reason"], "the endpoint answered 410 Gone");
     let failed = shop.deliveries(&endpoint, "?status=failed").await;
     assert_eq!(failed["items"][0]["attempts"], 1, "410 is not retried");
+    let stats = worker::ops::stats(&pool, &shop.app.settings())
+        .await
+        .expect("stats");
+    assert_eq!(
+        (
+            stats.webhook_endpoints_disabled,
+            stats.webhook_deliveries_failed
+        ),
+        (1, 1),
+        "operators see it in `worker stats`"
+    );
     let notifications: Value = shop
         .app
         .get("/api/notifications", &shop.admin.token)
