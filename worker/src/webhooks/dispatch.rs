@@ -118,11 +118,17 @@ impl Dispatcher {
         }
     }
 
-    /// The next poll, or the earliest retry this dispatcher scheduled if sooner.
+    /// The next poll, or the earliest retry this dispatcher scheduled if sooner. A retry is
+    /// forgotten only once its time has come, so a wake-up in between does not lose it.
     fn next_look(&self) -> Instant {
-        let poll = Instant::now() + POLL;
+        let now = Instant::now();
+        let poll = now + POLL;
         let mut next_retry = self.next_retry.lock().unwrap_or_else(|e| e.into_inner());
-        match next_retry.take() {
+        match *next_retry {
+            Some(retry) if retry <= now => {
+                *next_retry = None;
+                retry
+            }
             Some(retry) if retry < poll => retry,
             _ => poll,
         }
