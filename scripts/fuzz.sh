@@ -27,9 +27,12 @@ export DATABASE_URL="$server_url/$run"
 psql "$server_url/postgres" -qc "CREATE DATABASE \"$run\""
 port="${FUZZ_PORT:-8097}"
 base="http://127.0.0.1:$port"
+# Webhook endpoints the fuzzer registers must not make the worker reach out: with no public
+# targets and nothing listed, every URL is refused (422) and nothing is ever sent.
 export HOST=127.0.0.1 PORT="$port" LOG_DIR="" RUST_LOG=warn ENVIRONMENT=development \
   AMQP_EXCHANGE="$run" AMQP_QUEUE="$run.orders" \
-  LOGIN_MAX_FAILURES=1000000 LOGIN_PER_IP_PER_MINUTE=1000000 REGISTER_PER_IP_PER_HOUR=1000000
+  LOGIN_MAX_FAILURES=1000000 LOGIN_PER_IP_PER_MINUTE=1000000 REGISTER_PER_IP_PER_HOUR=1000000 \
+  WEBHOOK_PUBLIC_TARGETS=false WEBHOOK_ALLOWED_HOSTS=
 pids=()
 cleanup() {
   kill -TERM "${pids[@]}" 2>/dev/null || true

@@ -18,7 +18,8 @@ pub struct WebhookSettings {
     pub secret_overlap: Duration,
     /// Deliveries one worker sends at once.
     pub concurrency: usize,
-    /// Targets allowed although their addresses are private (loopback, LAN, ...).
+    /// Where webhooks may go: public addresses (unless `WEBHOOK_PUBLIC_TARGETS=false`) and
+    /// the targets listed in `WEBHOOK_ALLOWED_HOSTS` although private.
     pub allowed_hosts: Allowlist,
 }
 
@@ -47,19 +48,22 @@ impl WebhookSettings {
                 )
             })?;
         let allowed = lookup("WEBHOOK_ALLOWED_HOSTS").unwrap_or_default();
+        let public_targets: bool = parse(lookup, "WEBHOOK_PUBLIC_TARGETS", true, "true or false")?;
         Ok(Self {
             timeout: duration("WEBHOOK_TIMEOUT", "10s")?,
             retry_schedule,
             disable_after: duration("WEBHOOK_DISABLE_AFTER", "5d")?,
             secret_overlap: duration("WEBHOOK_SECRET_OVERLAP", "24h")?,
             concurrency: parse(lookup, "WEBHOOK_CONCURRENCY", 16, "a whole number")?.max(1),
-            allowed_hosts: Allowlist::parse(&allowed).ok_or_else(|| {
-                invalid(
-                    "WEBHOOK_ALLOWED_HOSTS",
-                    &allowed,
-                    "comma-separated host names, addresses or networks, e.g. localhost,10.0.0.0/8",
-                )
-            })?,
+            allowed_hosts: Allowlist::parse(&allowed)
+                .map(|list| if public_targets { list } else { list.only_listed() })
+                .ok_or_else(|| {
+                    invalid(
+                        "WEBHOOK_ALLOWED_HOSTS",
+                        &allowed,
+                        "comma-separated host names, addresses or networks, e.g. localhost,10.0.0.0/8",
+                    )
+                })?,
         })
     }
 }

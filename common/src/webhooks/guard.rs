@@ -1,5 +1,5 @@
 //! The SSRF guard: a webhook may only reach public addresses, unless an operator names a
-//! private target in `WEBHOOK_ALLOWED_HOSTS`. Every address a host resolves to is checked
+//! private target in `WEBHOOK_ALLOWED_HOSTS` (or allows only what that names). Every address a host resolves to is checked
 //! (one private address refuses the host, so DNS cannot slip one in beside public ones),
 //! IPv4-mapped and other IPv4-embedding IPv6 forms are judged by the IPv4 inside them.
 
@@ -7,21 +7,43 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-/// Host names and networks allowed although private.
-#[derive(Debug, Clone, Default)]
+/// Where webhooks may go: public addresses (unless `only_listed`), and the host names and
+/// networks listed although private.
+#[derive(Debug, Clone)]
 pub struct Allowlist {
     hosts: Vec<String>,
     networks: Vec<IpNet>,
+    public: bool,
+}
+
+impl Default for Allowlist {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            networks: Vec::new(),
+            public: true,
+        }
+    }
 }
 
 /// Why a target is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{host} resolves to {address}, which is not a public address (loopback, private, link-local, shared or reserved); allow it with WEBHOOK_ALLOWED_HOSTS"
-)]
+#[error("{host} resolves to {address}, {}", refusal_reason(*public_allowed))]
 pub struct Refusal {
     pub host: String,
     pub address: IpAddr,
+    /// Whether public addresses were allowed (the address was not public), or only listed
+    /// targets (it was not listed).
+    pub public_allowed: bool,
+}
+
+fn refusal_reason(public_allowed: bool) -> &'static str {
+    if public_allowed {
+        "which is not a public address (loopback, private, link-local, shared or reserved); \
+         allow it with WEBHOOK_ALLOWED_HOSTS"
+    } else {
+        "which is not in WEBHOOK_ALLOWED_HOSTS, the only targets allowed (WEBHOOK_PUBLIC_TARGETS=false)"
+    }
 }
 
 impl Allowlist {
@@ -46,6 +68,13 @@ impl Allowlist {
         Some(list)
     }
 
+    /// Refuses public addresses too: only what is listed may be a target (an egress policy,
+    /// or a test rig that must not reach out).
+    pub fn only_listed(mut self) -> Self {
+        self.public = false;
+        self
+    }
+
     fn permits(&self, host: &str, address: IpAddr) -> bool {
         self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
             || self.networks.iter().any(|n| n.contains(&address))
@@ -54,12 +83,13 @@ impl Allowlist {
 
 /// Whether `host`, resolved to `address`, may be sent to.
 pub fn check_address(host: &str, address: IpAddr, allowlist: &Allowlist) -> Result<(), Refusal> {
-    if is_public(address) || allowlist.permits(host, address) {
+    if (allowlist.public && is_public(address)) || allowlist.permits(host, address) {
         Ok(())
     } else {
         Err(Refusal {
             host: host.to_owned(),
             address,
+            public_allowed: allowlist.public,
         })
     }
 }
@@ -204,5 +234,17 @@ mod tests {
         assert!(check_address("db", "10.9.9.9".parse().expect("an address"), &list).is_ok());
         assert!(check_address("x", "192.168.1.21".parse().expect("an address"), &list).is_err());
         assert!(Allowlist::parse("http://localhost").is_none());
+    }
+
+    #[test]
+    fn listed_only_refuses_public_addresses_too() {
+        let list = Allowlist::parse("hooks.partner.example")
+            .expect("valid")
+            .only_listed();
+        let public: IpAddr = "93.184.216.34".parse().expect("an address");
+        assert!(check_address("hooks.partner.example", public, &list).is_ok());
+        let refused = check_address("example.com", public, &list).expect_err("refused");
+        assert!(refused.to_string().contains("WEBHOOK_PUBLIC_TARGETS=false"));
+        assert!(check_address("example.com", public, &Allowlist::default()).is_ok());
     }
 }
