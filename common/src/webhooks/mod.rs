@@ -4,7 +4,7 @@
 mod guard;
 mod signature;
 
-pub use guard::{Allowlist, Refusal, check_address, is_public};
+pub use guard::{Allowlist, check_address};
 pub use signature::{SigningSecret, generate_secret, sign};
 
 use crate::events::{Envelope, EventType};

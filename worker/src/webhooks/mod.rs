@@ -13,8 +13,8 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use dispatch::Dispatcher;
-pub use intake::Intake;
+use dispatch::Dispatcher;
+use intake::Intake;
 pub use send::{Sender, install_tls_provider};
 
 /// Runs the intake and the dispatcher until `stop`.

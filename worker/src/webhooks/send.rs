@@ -21,7 +21,7 @@ use reqwest::{
 };
 
 /// Response bytes kept in the delivery log.
-pub const EXCERPT_BYTES: usize = 1024;
+const EXCERPT_BYTES: usize = 1024;
 
 /// What the receiver answered.
 #[derive(Debug)]

@@ -39,15 +39,8 @@ async fn gone_disables_the_endpoint_and_tells_the_admins(pool: PgPool) {
         (1, 1),
         "operators see it in `worker stats`"
     );
-    let notifications: Value = shop
-        .app
-        .get("/api/notifications", &shop.admin.token)
-        .await
-        .json()
-        .await
-        .expect("notifications");
     assert_eq!(
-        notifications["items"][0]["kind"],
+        shop.admins_latest_notification().await,
         "webhook_endpoint_disabled"
     );
 
@@ -89,15 +82,8 @@ async fn an_endpoint_failing_too_long_is_disabled_then_failed_deliveries_are_res
         state["disabled_reason"],
         "no delivery succeeded for 2 seconds"
     );
-    let notifications: Value = shop
-        .app
-        .get("/api/notifications", &shop.admin.token)
-        .await
-        .json()
-        .await
-        .expect("notifications");
     assert_eq!(
-        notifications["items"][0]["kind"],
+        shop.admins_latest_notification().await,
         "webhook_endpoint_disabled"
     );
 

@@ -63,6 +63,21 @@ impl Shop {
         (created["id"].as_str().expect("id").to_owned(), secret)
     }
 
+    /// The kind of the admin's newest notification.
+    pub async fn admins_latest_notification(&self) -> String {
+        let notifications: Value = self
+            .app
+            .get("/api/notifications", &self.admin.token)
+            .await
+            .json()
+            .await
+            .expect("notifications");
+        notifications["items"][0]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     pub async fn endpoint_state(&self, id: &str) -> Value {
         let path = format!("/api/webhooks/{id}");
         self.app
