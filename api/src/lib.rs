@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod housekeeping;
 pub mod idempotency;
+pub mod live;
 pub mod middleware;
 pub mod openapi;
 pub mod pagination;
@@ -112,10 +113,15 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Open streams end as shutdown begins: a graceful stop waits for every response body.
+    let streams_end = state.streams_end.clone();
     // The peer address feeds the per-client limits (see `auth::ClientIp`).
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            streams_end.cancel();
+        })
         .await
 }
 

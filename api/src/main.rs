@@ -93,6 +93,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let relay_stop = CancellationToken::new();
     let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     tokio::spawn(api::housekeeping::run(state.clone(), shutdown.clone()));
+    tokio::spawn(state.hub.clone().run(
+        state.pool.clone(),
+        state.settings.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(%address, "orderflow api listening; docs at /docs");
     api::serve(listener, state, shutdown.clone()).await?;
     relay_stop.cancel();

@@ -6,9 +6,11 @@ use anyhow::Context;
 use common::{config::Settings, relay::BrokerStatus};
 use sqlx::PgPool;
 use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
-use crate::auth::{
-    ip_limit::IpRateLimit, jwt::JwtKeys, password::PasswordWork, throttle::AccountLimit,
+use crate::{
+    auth::{ip_limit::IpRateLimit, jwt::JwtKeys, password::PasswordWork, throttle::AccountLimit},
+    live::{Hub, StreamSlots},
 };
 
 #[derive(Clone)]
@@ -20,6 +22,11 @@ pub struct AppState {
     /// Wakes the outbox relay right after a transaction wrote outbox rows.
     pub outbox_wake: Arc<Notify>,
     pub guards: Arc<Guards>,
+    /// Live order updates, fed from the broker by `Hub::run`.
+    pub hub: Arc<Hub>,
+    pub streams: Arc<StreamSlots>,
+    /// Ends every open stream; `serve` cancels it when shutdown begins.
+    pub streams_end: CancellationToken,
 }
 
 /// The bounds that keep one client from taking the server down.
@@ -53,6 +60,12 @@ impl AppState {
     pub fn new(pool: PgPool, settings: Settings) -> anyhow::Result<Self> {
         Ok(Self {
             pool,
+            hub: Arc::default(),
+            streams: Arc::new(StreamSlots::new(
+                settings.http.max_streams,
+                settings.http.max_streams_per_user,
+            )),
+            streams_end: CancellationToken::new(),
             jwt: Arc::new(JwtKeys::new(&settings.auth)),
             guards: Arc::new(Guards::new(&settings)?),
             settings: Arc::new(settings),

@@ -21,15 +21,19 @@ pub enum EventType {
     /// A transition was applied (a fact for integrators; workers do not consume it).
     #[serde(rename = "order.status_changed")]
     StatusChanged,
+    /// An order was flagged stalled, or staff resumed it (a fact for live streams).
+    #[serde(rename = "order.stall_changed")]
+    StallChanged,
 }
 
 impl EventType {
     /// Every type this version knows.
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 5] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
         EventType::StatusChanged,
+        EventType::StallChanged,
     ];
 
     /// The types the worker consumes, each applied in `seq` order per order.
@@ -45,6 +49,7 @@ impl EventType {
             EventType::StatusChangeRequested => "order.status_change_requested",
             EventType::CancelRequested => "order.cancel_requested",
             EventType::StatusChanged => "order.status_changed",
+            EventType::StallChanged => "order.stall_changed",
         }
     }
 
@@ -194,6 +199,24 @@ pub struct StatusChanged {
     pub to: OrderStatus,
     pub reason: Option<String>,
     pub tracking_number: Option<String>,
+    /// The order's customer (absent in events written before live streams existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<Uuid>,
+    /// The change's number in the live order feed (see `feed`), set as it is announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_id: Option<i64>,
+}
+
+/// Payload of `order.stall_changed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StallChanged {
+    pub customer_id: Uuid,
+    /// The order's status, which a stall does not change.
+    pub status: OrderStatus,
+    /// Why the order stopped moving; `None` when staff resumed it.
+    pub stalled_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_id: Option<i64>,
 }
 
 #[cfg(test)]

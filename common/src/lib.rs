@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod feed;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;

@@ -10,12 +10,15 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
+    domain::OrderStatus,
     events::{Actor, Envelope},
+    feed,
     timeline::{self, Entry, EntryKind},
 };
 
 /// Records that a worker sent `envelope` to the dead-letter queue and flags its order,
-/// unless the command was applied meanwhile. The first reason is kept.
+/// unless the command was applied meanwhile; a newly stalled order is announced in the
+/// live feed. The first reason is kept.
 pub async fn record_dead_letter(
     pool: &PgPool,
     envelope: &Envelope,
@@ -26,23 +29,35 @@ pub async fn record_dead_letter(
         envelope.seq,
         envelope.event_type.routing_key()
     );
-    sqlx::query(
+    let mut tx = pool.begin().await?;
+    let flagged: Option<(Uuid, OrderStatus, i64)> = sqlx::query_as(
         "WITH marked AS (
              UPDATE outbox SET dead_lettered_at = now(), last_error = $3 WHERE event_id = $1
          )
-         UPDATE orders SET stalled_reason = COALESCE(stalled_reason, $4),
-             stalled_at = COALESCE(stalled_at, now()),
-             stalled_seq = COALESCE(stalled_seq, applied_seq + 1)
-         WHERE id = $2 AND applied_seq < $5",
+         UPDATE orders SET stalled_reason = $4, stalled_at = now(), stalled_seq = applied_seq + 1
+         WHERE id = $2 AND applied_seq < $5 AND stalled_at IS NULL
+         RETURNING customer_id, status, stalled_seq",
     )
     .bind(envelope.event_id)
     .bind(envelope.order_id)
     .bind(reason)
-    .bind(flag)
+    .bind(&flag)
     .bind(envelope.seq)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(())
+    if let Some((customer_id, status, stalled_seq)) = flagged {
+        let event = feed::stall_changed(
+            envelope.order_id,
+            customer_id,
+            status,
+            stalled_seq,
+            Actor::system(),
+            &envelope.correlation_id,
+            Some(flag),
+        );
+        feed::announce(&mut tx, vec![event]).await?;
+    }
+    tx.commit().await
 }
 
 /// Records that a worker put this command in a delay queue: it is waiting, not lost.
@@ -100,9 +115,13 @@ pub struct Resolved {
 /// Clears the flag and hands every unapplied command of the order to the relay again (new
 /// copies with fresh retry budgets, same event ids: a copy still queued somewhere is
 /// dropped by the inbox as a duplicate).
-pub async fn redrive(conn: &mut PgConnection, order_id: Uuid) -> Result<Resolved, ResolveError> {
+pub async fn redrive(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    actor: &Actor,
+) -> Result<Resolved, ResolveError> {
     lock_stalled(conn, order_id).await?;
-    let requeued_commands = requeue_unapplied(conn, order_id).await?;
+    let requeued_commands = requeue_unapplied(conn, order_id, actor).await?;
     tracing::warn!(%order_id, requeued_commands, "stalled order re-driven");
     Ok(Resolved {
         skipped_seq: None,
@@ -123,7 +142,7 @@ pub async fn skip(
     sqlx::query(
         "INSERT INTO processed_messages (event_id, order_id)
          SELECT event_id, order_id FROM outbox
-         WHERE order_id = $1 AND seq = $2 AND routing_key <> 'order.status_changed'
+         WHERE order_id = $1 AND seq = $2 AND routing_key NOT IN ('order.status_changed', 'order.stall_changed')
          ON CONFLICT DO NOTHING",
     )
     .bind(order_id)
@@ -152,7 +171,7 @@ pub async fn skip(
         },
     )
     .await?;
-    let requeued_commands = requeue_unapplied(conn, order_id).await?;
+    let requeued_commands = requeue_unapplied(conn, order_id, actor).await?;
     tracing::warn!(%order_id, seq, reason, requeued_commands, "stalled command skipped");
     Ok(Resolved {
         skipped_seq: Some(seq),
@@ -175,23 +194,40 @@ async fn lock_stalled(conn: &mut PgConnection, order_id: Uuid) -> Result<i64, Re
     }
 }
 
-async fn requeue_unapplied(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<u64> {
+/// Hands the order's unapplied commands to the relay again, clears the flag and announces
+/// that the order is moving again. Call last in the transaction (see `feed::announce`).
+async fn requeue_unapplied(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    actor: &Actor,
+) -> sqlx::Result<u64> {
     let requeued = sqlx::query(
         "UPDATE outbox x SET published_at = NULL, next_attempt_at = now(), attempts = 0,
              parked_at = NULL, dead_lettered_at = NULL, retried_at = NULL
          FROM orders o
          WHERE o.id = $1 AND x.order_id = o.id AND x.seq > o.applied_seq
-           AND x.routing_key <> 'order.status_changed'",
+           AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed')",
     )
     .bind(order_id)
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    sqlx::query(
-        "UPDATE orders SET stalled_reason = NULL, stalled_at = NULL, stalled_seq = NULL WHERE id = $1",
+    let (customer_id, status, applied_seq): (Uuid, OrderStatus, i64) = sqlx::query_as(
+        "UPDATE orders SET stalled_reason = NULL, stalled_at = NULL, stalled_seq = NULL
+         WHERE id = $1 RETURNING customer_id, status, applied_seq",
     )
     .bind(order_id)
-    .execute(conn)
+    .fetch_one(&mut *conn)
     .await?;
+    let event = feed::stall_changed(
+        order_id,
+        customer_id,
+        status,
+        applied_seq,
+        actor.clone(),
+        &format!("resume-{order_id}"),
+        None,
+    );
+    feed::announce(conn, vec![event]).await?;
     Ok(requeued)
 }

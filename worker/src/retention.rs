@@ -1,6 +1,7 @@
 //! Retention: deletes rows that only ever grow once they are old enough to be useless —
 //! published outbox rows of applied commands, inbox rows, long-expired refresh tokens, read
-//! notifications, order emails long sent and expired sign-in budgets — in bounded batches, so no sweep holds locks
+//! notifications, order emails long sent, old live feed entries, expired stream tickets
+//! and expired sign-in budgets — in bounded batches, so no sweep holds locks
 //! or bloats a transaction. Run by the elected watchdog after its round.
 
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct Swept {
     pub read_notifications: u64,
     pub emails: u64,
     pub webhook_deliveries: u64,
+    pub live_feed: u64,
+    pub stream_tickets: u64,
 }
 
 impl Swept {
@@ -32,6 +35,8 @@ impl Swept {
             + self.read_notifications
             + self.emails
             + self.webhook_deliveries
+            + self.live_feed
+            + self.stream_tickets
     }
 }
 
@@ -39,7 +44,7 @@ impl Swept {
 const OUTBOX: &str = "DELETE FROM outbox WHERE id IN (
      SELECT o.id FROM outbox o LEFT JOIN orders ord ON ord.id = o.order_id
      WHERE o.published_at < now() - make_interval(secs => $1)
-       AND (o.routing_key = 'order.status_changed' OR ord.id IS NULL OR ord.applied_seq >= o.seq)
+       AND (o.routing_key IN ('order.status_changed', 'order.stall_changed') OR ord.id IS NULL OR ord.applied_seq >= o.seq)
      LIMIT $2)";
 const INBOX: &str = "DELETE FROM processed_messages WHERE event_id IN (
      SELECT event_id FROM processed_messages
@@ -59,6 +64,14 @@ const WEBHOOK_DELIVERIES: &str = "DELETE FROM webhook_deliveries WHERE (endpoint
      SELECT endpoint_id, event_id FROM webhook_deliveries
      WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)";
 
+const LIVE_FEED: &str = "DELETE FROM order_feed WHERE id IN (
+     SELECT id FROM order_feed
+     WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)";
+/// Tickets live a minute; an unused one is useless once expired.
+const STREAM_TICKETS: &str = "DELETE FROM stream_tickets WHERE ticket_hash IN (
+     SELECT ticket_hash FROM stream_tickets
+     WHERE expires_at < now() - make_interval(secs => $1) LIMIT $2)";
+
 pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<Swept> {
     Ok(Swept {
         outbox: delete_older(pool, OUTBOX, settings.outbox).await?,
@@ -69,6 +82,8 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<
         emails: delete_older(pool, EMAILS, settings.emails).await?,
         webhook_deliveries: delete_older(pool, WEBHOOK_DELIVERIES, settings.webhook_deliveries)
             .await?,
+        live_feed: delete_older(pool, LIVE_FEED, settings.live_feed).await?,
+        stream_tickets: delete_older(pool, STREAM_TICKETS, Duration::ZERO).await?,
     })
 }
 

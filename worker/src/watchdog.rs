@@ -2,15 +2,16 @@
 //! the way (a broker's disk, a purged queue) is published again, with growing pauses and
 //! never while it may still be queued; an order whose command was dead-lettered, could not
 //! be published, or keeps not arriving is flagged *stalled* for staff (see
-//! `common::stall`). It also prunes idempotency keys past their lifetime and runs the
+//! `common::stall`) and announced in the live feed. It also prunes idempotency keys past their lifetime and runs the
 //! retention sweep. Any number of workers may run it; an advisory lock lets one at a time
 //! do a round.
 
 use std::time::Duration;
 
-use common::config::WorkerSettings;
+use common::{config::WorkerSettings, domain::OrderStatus, events::Actor, feed};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::retention;
 
@@ -89,14 +90,14 @@ pub async fn round(
     // within a pause that doubles with each publication: until then it may still be queued.
     // Orders are locked in id order, as worker batches lock them, so the two cannot
     // deadlock; an order whose command a batch applied meanwhile is left alone.
-    let (flagged_orders, requeued_orders): (i64, i64) = sqlx::query_as(
+    let (flagged, requeued_orders): (sqlx::types::Json<Vec<Flagged>>, i64) = sqlx::query_as(
         "WITH next AS (
              SELECT o.id AS order_id, o.stalled_at, x.id AS outbox_id, x.seq, x.routing_key,
                     x.publications, x.published_at, x.retried_at, x.parked_at,
                     x.dead_lettered_at, x.last_error
              FROM orders o
              JOIN outbox x ON x.order_id = o.id AND x.seq = o.applied_seq + 1
-                          AND x.routing_key <> 'order.status_changed'
+                          AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed')
              WHERE o.applied_seq < o.last_seq
                AND x.created_at < now() - make_interval(secs => $1)
          ), locked AS MATERIALIZED (
@@ -114,7 +115,7 @@ pub async fn round(
              FROM next n
              WHERE o.id = n.order_id AND o.id IN (SELECT id FROM locked)
                AND o.applied_seq + 1 = n.seq
-             RETURNING o.id
+             RETURNING o.id AS order_id, o.customer_id, o.status, o.stalled_reason, o.stalled_seq
          ), requeued AS (
              UPDATE outbox x SET published_at = NULL, next_attempt_at = now()
              FROM next n
@@ -123,7 +124,8 @@ pub async fn round(
                    < now() - make_interval(secs => least($1 * 2 ^ greatest(n.publications - 1, 0), $3))
              RETURNING x.order_id
          )
-         SELECT (SELECT count(*) FROM flagged), (SELECT count(*) FROM requeued)",
+         SELECT (SELECT COALESCE(json_agg(flagged), '[]') FROM flagged),
+                (SELECT count(*) FROM requeued)",
     )
     .bind(stuck_after.as_secs_f64())
     .bind(FLAG_AFTER_PUBLICATIONS)
@@ -137,12 +139,39 @@ pub async fn round(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    let flagged_orders = flagged.0.len() as u64;
+    let announcements = flagged
+        .0
+        .into_iter()
+        .map(|order| {
+            feed::stall_changed(
+                order.order_id,
+                order.customer_id,
+                order.status,
+                order.stalled_seq,
+                Actor::system(),
+                "watchdog",
+                Some(order.stalled_reason),
+            )
+        })
+        .collect();
+    feed::announce(&mut tx, announcements).await?;
     tx.commit().await?;
     Ok(Some(Round {
         requeued_orders: u64::try_from(requeued_orders).unwrap_or(0),
-        flagged_orders: u64::try_from(flagged_orders).unwrap_or(0),
+        flagged_orders,
         pruned_keys,
     }))
+}
+
+/// An order the round flagged stalled.
+#[derive(serde::Deserialize)]
+struct Flagged {
+    order_id: Uuid,
+    customer_id: Uuid,
+    status: OrderStatus,
+    stalled_reason: String,
+    stalled_seq: i64,
 }
 
 /// Every worker exports the count, elected or not, so any one of them can be scraped.

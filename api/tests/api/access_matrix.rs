@@ -125,6 +125,9 @@ const OPERATIONS: &[(&str, &str, Access, Option<&str>)] = &[
         Some(r#"{"status":"processing"}"#),
     ),
     ("GET", "/api/orders/{id}/events", Owner, None),
+    ("GET", "/api/orders/stream", SignedIn, None),
+    ("GET", "/api/orders/{id}/stream", Owner, None),
+    ("POST", "/api/auth/stream-ticket", SignedIn, None),
     ("POST", "/api/orders/{id}/redrive", Admin, None),
     (
         "POST",

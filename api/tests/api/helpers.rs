@@ -59,7 +59,7 @@ impl TestApp {
         Self::start(pool, test_settings(&[]), false).await
     }
 
-    /// The api with its outbox relay connected to RabbitMQ.
+    /// The api with its outbox relay and live updates connected to RabbitMQ.
     pub async fn spawn_with_broker(pool: PgPool) -> Self {
         Self::start(pool, test_settings(&[]), true).await
     }
@@ -106,6 +106,11 @@ impl TestApp {
                 name: "api outbox relay",
             };
             tokio::spawn(relay.run(shutdown.clone()));
+            tokio::spawn(state.hub.clone().run(
+                pool.clone(),
+                state.settings.clone(),
+                shutdown.clone(),
+            ));
             wait_until("the relay connects", Duration::from_secs(10), || {
                 let connected = state.broker.is_connected();
                 async move { connected }

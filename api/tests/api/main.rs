@@ -8,6 +8,7 @@ mod fault;
 mod health;
 mod helpers;
 mod idempotency;
+mod live;
 mod mail;
 mod metrics;
 mod notifications;

@@ -87,6 +87,8 @@ fn status_changed(order_id: Uuid) -> Envelope {
             to: OrderStatus::Confirmed,
             reason: None,
             tracking_number: None,
+            customer_id: None,
+            feed_id: None,
         },
     )
 }

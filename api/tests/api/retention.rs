@@ -97,6 +97,25 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
     )
     .await;
 
+    // Live feed entries older than a week go; expired stream tickets go.
+    exec(
+        db,
+        "INSERT INTO order_feed (id, order_id, customer_id, kind, status, actor_role, created_at)
+         SELECT v.id, o.id, o.customer_id, 'status_changed', 'confirmed', 'system', v.at
+         FROM orders o, (VALUES (1, now() - interval '8 days'), (2, now())) AS v (id, at)
+         WHERE o.id = $1",
+        order,
+    )
+    .await;
+    exec(
+        db,
+        "INSERT INTO stream_tickets (ticket_hash, user_id, token_version, expires_at)
+         VALUES (decode('01', 'hex'), $1, 0, now() - interval '1 minute'),
+                (decode('02', 'hex'), $1, 0, now() + interval '1 minute')",
+        alice.id,
+    )
+    .await;
+
     let settings: Settings = test_settings(&[]);
     let swept = retention::sweep(db, &settings.worker.retention)
         .await
@@ -110,6 +129,8 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
             read_notifications: 1,
             emails: 2,
             webhook_deliveries: 2,
+            live_feed: 1,
+            stream_tickets: 1,
         }
     );
     assert_eq!(

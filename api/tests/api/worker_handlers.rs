@@ -169,9 +169,11 @@ async fn watchdog_round(pool: &PgPool) -> watchdog::Round {
         .expect("elected")
 }
 
+/// Orders with a command waiting for the relay (the watchdog re-sends by unstamping).
 async fn unpublished_orders(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
-        "SELECT order_id::text FROM outbox WHERE published_at IS NULL ORDER BY order_id",
+        "SELECT order_id::text FROM outbox
+         WHERE published_at IS NULL AND routing_key <> 'order.stall_changed' ORDER BY order_id",
     )
     .fetch_all(pool)
     .await
@@ -270,6 +272,16 @@ async fn the_watchdog_never_resends_a_command_that_is_still_queued(pool: PgPool)
     let round = watchdog_round(&pool).await;
     assert_eq!((round.flagged_orders, round.requeued_orders), (1, 0));
     assert!(unpublished_orders(&pool).await.is_empty());
+    let announced: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_id::text, kind FROM order_feed")
+            .fetch_all(&pool)
+            .await
+            .expect("feed");
+    assert_eq!(
+        announced,
+        [(dead.clone(), "stalled".to_owned())],
+        "the flagged order is announced to live streams"
+    );
     assert_eq!(
         stalled_reason(&pool, &dead).await.as_deref(),
         Some("command 1 (order.created) was dead-lettered: boom")

@@ -22,6 +22,10 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Peers allowed to name the client in `X-Forwarded-For` (load balancers, proxies).
     pub trusted_proxies: Vec<IpNet>,
+    /// Live order streams (SSE) open at once in this process; beyond it 503.
+    pub max_streams: usize,
+    /// Live order streams one user may hold open at once (tabs, devices); beyond it 429.
+    pub max_streams_per_user: usize,
 }
 
 impl HttpSettings {
@@ -42,6 +46,8 @@ impl HttpSettings {
                 "milliseconds",
             )?),
             trusted_proxies: trusted_proxies(&get("TRUSTED_PROXIES", ""))?,
+            max_streams: parse(lookup, "STREAM_MAX_OPEN", 1_000, "a whole number")?,
+            max_streams_per_user: parse(lookup, "STREAM_MAX_PER_USER", 5, "a whole number")?,
         })
     }
 

@@ -20,6 +20,9 @@ pub struct RetentionSettings {
     pub emails: Duration,
     /// Webhook deliveries (and their attempts) created this long ago are deleted.
     pub webhook_deliveries: Duration,
+    /// Live feed entries older than this are deleted: a stream that reconnects after longer
+    /// resumes from the oldest kept (and should reload what it shows).
+    pub live_feed: Duration,
 }
 
 impl RetentionSettings {
@@ -38,6 +41,7 @@ impl RetentionSettings {
             read_notifications: days("READ_NOTIFICATION_RETENTION_DAYS", 90)?,
             emails: days("EMAIL_RETENTION_DAYS", 30)?,
             webhook_deliveries: days("WEBHOOK_RETENTION_DAYS", 30)?,
+            live_feed: days("LIVE_FEED_RETENTION_DAYS", 7)?,
         })
     }
 }

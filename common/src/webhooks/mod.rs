@@ -12,8 +12,8 @@ use crate::events::{Envelope, EventType};
 /// Every event type an endpoint can subscribe to.
 pub const EVENT_TYPES: [&str; 3] = ["order.created", "order.status_changed", "order.cancelled"];
 
-/// The webhook type of an event on the exchange, or `None` for the commands integrators do
-/// not receive. A change into `cancelled` is `order.cancelled` (and only that), every other
+/// The webhook type of an event on the exchange, or `None` for the commands and the
+/// stall changes (the store's own business) integrators do not receive. A change into `cancelled` is `order.cancelled` (and only that), every other
 /// change `order.status_changed`.
 pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
     match envelope.event_type {
@@ -22,7 +22,9 @@ pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
             Some("order.cancelled")
         }
         EventType::StatusChanged => Some("order.status_changed"),
-        EventType::StatusChangeRequested | EventType::CancelRequested => None,
+        EventType::StatusChangeRequested | EventType::CancelRequested | EventType::StallChanged => {
+            None
+        }
     }
 }
 

@@ -1,12 +1,13 @@
 //! Applying order commands to PostgreSQL. Knows nothing of AMQP: the consumer decodes,
 //! calls `handle_batch` (or `handle`), and acknowledges only after it returned.
 //!
-//! A batch of commands (a single command is a batch of one) is ONE transaction of three
-//! statements, however many commands it holds: lock the orders (in id order), lock the
-//! products the commands may move stock of (in id order) and read their stock, then — once
-//! [`plan`] decided every command in memory — write statuses, timeline, notifications,
-//! follow-up events, inbox rows and stock in one statement. Products are locked last and
-//! held only for that final write and the commit, so orders for a hot product wait on
+//! A batch of commands (a single command is a batch of one) is ONE transaction of a fixed
+//! number of statements, however many commands it holds: lock the orders (in id order),
+//! lock the products the commands may move stock of (in id order) and read their stock,
+//! then — once [`plan`] decided every command in memory — write statuses, timeline,
+//! notifications, inbox rows and stock in one statement, and finally number the transitions
+//! in the live feed and hand their events to the outbox. Products are locked last and
+//! held only for those final writes and the commit, so orders for a hot product wait on
 //! each other as briefly as possible; every batch takes its locks in the same order, so
 //! concurrent batches never deadlock.
 
@@ -93,6 +94,8 @@ pub async fn handle_batch(
     let stock = store::lock_stock(&mut tx, &stock_moving).await?;
     let plan = plan::plan(commands, orders, stock)?;
     store::write(&mut tx, &plan.writes).await?;
+    // Last, so the feed's lock is held only for the commit.
+    common::feed::announce(&mut tx, plan.writes.events).await?;
     tx.commit().await?;
     Ok(plan.outcomes)
 }

@@ -50,7 +50,7 @@ pub fn may_move_stock(command: &Envelope) -> bool {
                 )
             })
         }
-        EventType::StatusChanged => false,
+        EventType::StatusChanged | EventType::StallChanged => false,
     }
 }
 
@@ -247,10 +247,11 @@ fn requested_change<'a>(
                 None,
             )
         }
-        EventType::StatusChanged => {
-            return Err(HandleError::Permanent(
-                "order.status_changed is not a command the worker applies".into(),
-            ));
+        EventType::StatusChanged | EventType::StallChanged => {
+            return Err(HandleError::Permanent(format!(
+                "{} is not a command the worker applies",
+                command.event_type.routing_key()
+            )));
         }
     })
 }
@@ -317,6 +318,8 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
             to: change.to,
             reason: change.reason.clone(),
             tracking_number: order.tracking_number.clone(),
+            customer_id: Some(order.customer_id),
+            feed_id: None,
         },
     );
     // What the customer is told: never the staff-side reason, which may name SKUs or hold a

@@ -1,7 +1,7 @@
 //! The batch's three statements: lock its orders, lock and read the stock its commands
 //! may move, and write everything [`super::plan`] decided.
 
-use common::events::{Envelope, EventType};
+use common::events::Envelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -49,7 +49,8 @@ pub async fn lock_stock(conn: &mut PgConnection, orders: &[Uuid]) -> sqlx::Resul
     .await
 }
 
-/// Writes a decided batch in one statement. Once no accepted command is pending, an
+/// Writes a decided batch in one statement (its `order.status_changed` events are
+/// announced after it, see `common::feed::announce`). Once no accepted command is pending, an
 /// order's projected status (what the API checks new requests against) converges on the
 /// real one; applying the command an order was stalled on clears the flag. Every entry
 /// of the batch carries the same instant; their v7 ids, made in order, keep them in order.
@@ -59,18 +60,13 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
         entries,
         notifications,
         emails,
-        events,
+        events: _,
         processed,
         products,
     } = writes;
     if orders.is_empty() {
         return Ok(());
     }
-    let payloads = events
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "WITH at AS (SELECT clock_timestamp() AS t),
          moved AS (
@@ -95,24 +91,20 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
          ), notified AS (
              INSERT INTO notifications (id, user_id, order_id, kind, message)
              SELECT * FROM unnest($14::uuid[], $15::uuid[], $16::uuid[], $17::text[], $18::text[])
-         ), announced AS (
-             INSERT INTO outbox (event_id, order_id, seq, routing_key, payload)
-             SELECT u.event_id, u.order_id, u.seq, $19, u.payload
-             FROM unnest($20::uuid[], $21::uuid[], $22::bigint[], $23::jsonb[]) AS u(event_id, order_id, seq, payload)
          ), inbox AS (
              INSERT INTO processed_messages (event_id, order_id)
-             SELECT * FROM unnest($24::uuid[], $25::uuid[])
+             SELECT * FROM unnest($19::uuid[], $20::uuid[])
          ), mailed AS (
              INSERT INTO emails (id, order_id, status, recipient, message, tracking_number)
              SELECT u.id, u.order_id, u.status::order_status, o.customer_email, u.message,
                     u.tracking_number
-             FROM unnest($29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[])
+             FROM unnest($24::uuid[], $25::uuid[], $26::text[], $27::text[], $28::text[])
                  AS u(id, order_id, status, message, tracking_number)
              JOIN orders o ON o.id = u.order_id
              JOIN users c ON c.id = o.customer_id AND c.order_emails
          )
          UPDATE products p SET stock = u.stock, reserved = u.reserved, updated_at = now()
-         FROM unnest($26::uuid[], $27::int[], $28::int[]) AS u(id, stock, reserved)
+         FROM unnest($21::uuid[], $22::int[], $23::int[]) AS u(id, stock, reserved)
          WHERE p.id = u.id",
     )
     .bind(orders.iter().map(|o| o.id).collect::<Vec<_>>())
@@ -133,11 +125,6 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
     .bind(notifications.iter().map(|n| n.order_id).collect::<Vec<_>>())
     .bind(notifications.iter().map(|n| n.kind.as_str()).collect::<Vec<_>>())
     .bind(notifications.iter().map(|n| n.message.as_str()).collect::<Vec<_>>())
-    .bind(EventType::StatusChanged.routing_key())
-    .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.order_id).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
-    .bind(payloads)
     .bind(processed.iter().map(|(event, _)| *event).collect::<Vec<_>>())
     .bind(processed.iter().map(|(_, order)| *order).collect::<Vec<_>>())
     .bind(products.iter().map(|p| p.id).collect::<Vec<_>>())

@@ -1,7 +1,8 @@
 //! `/api/auth`: register, login and me; `session` holds refresh, logout and logout
-//! everywhere. Every answer here carries `Cache-Control: no-store` (see `middleware`).
+//! everywhere; `ticket` the tickets live streams are opened with from a browser. Every answer here carries `Cache-Control: no-store` (see `middleware`).
 
 mod session;
+mod ticket;
 
 use axum::{
     extract::{FromRequest, Request, State},
@@ -35,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(session::refresh_tokens))
         .routes(routes!(session::logout))
         .routes(routes!(session::logout_everywhere))
+        .routes(routes!(ticket::stream_ticket))
 }
 
 /// A new customer account. There is no `role`: self-registration always makes a customer.

@@ -1,6 +1,6 @@
 //! `/api/orders`: placing, reading, editing orders and queuing status changes and
-//! cancellations for the workers, and resolving stalled orders. Another customer's order
-//! is always 404.
+//! cancellations for the workers, resolving stalled orders, and following orders live.
+//! Another customer's order is always 404.
 
 mod commands;
 mod create;
@@ -8,6 +8,7 @@ mod model;
 mod pricing;
 mod read;
 mod stalled;
+mod stream;
 mod timeline;
 mod update;
 
@@ -35,4 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(timeline::order_timeline))
         .routes(routes!(stalled::redrive_order))
         .routes(routes!(stalled::skip_command))
+        .routes(routes!(stream::stream_orders))
+        .routes(routes!(stream::stream_order))
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::model::NO_ORDER;
 use crate::{
-    auth::AdminUser,
+    auth::{AdminUser, CurrentUser},
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath},
     state::AppState,
@@ -49,11 +49,13 @@ pub struct StallResolved {
 )]
 pub async fn redrive_order(
     State(state): State<AppState>,
-    _: AdminUser,
+    AdminUser(admin): AdminUser,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Json<StallResolved>> {
     let mut tx = state.pool.begin().await?;
-    let resolved = stall::redrive(&mut tx, id).await.map_err(refusal)?;
+    let resolved = stall::redrive(&mut tx, id, &actor_of(&admin))
+        .await
+        .map_err(refusal)?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     Ok(Json(response(id, resolved)))
@@ -81,17 +83,20 @@ pub async fn skip_command(
     Violations::new()
         .length(reason, "reason", 1, 500)
         .finish()?;
-    let actor = Actor {
-        user_id: Some(admin.id),
-        role: admin.role.as_str().to_owned(),
-    };
     let mut tx = state.pool.begin().await?;
-    let resolved = stall::skip(&mut tx, id, &actor, reason)
+    let resolved = stall::skip(&mut tx, id, &actor_of(&admin), reason)
         .await
         .map_err(refusal)?;
     tx.commit().await?;
     state.outbox_wake.notify_one();
     Ok(Json(response(id, resolved)))
+}
+
+fn actor_of(admin: &CurrentUser) -> Actor {
+    Actor {
+        user_id: Some(admin.id),
+        role: admin.role.as_str().to_owned(),
+    }
 }
 
 fn refusal(error: ResolveError) -> ApiError {
