@@ -5,6 +5,7 @@ pub mod auth;
 #[cfg(test)]
 mod bench_scripts;
 pub mod cli;
+pub mod console;
 pub mod detach;
 pub mod error;
 pub mod extract;
@@ -57,6 +58,7 @@ pub fn app(state: AppState) -> Router {
     };
     let inner = routes
         .route("/", axum::routing::get(root))
+        .merge(console::router())
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("No such route.") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -125,9 +127,9 @@ pub async fn serve(
         .await
 }
 
-/// `GET /`: where to find the docs.
+/// `GET /`: where to find the docs and the console.
 async fn root() -> Json<serde_json::Value> {
     Json(
-        serde_json::json!({ "service": "orderflow-api", "docs": "/docs", "openapi": "/openapi.json" }),
+        serde_json::json!({ "service": "orderflow-api", "docs": "/docs", "openapi": "/openapi.json", "console": "/console/" }),
     )
 }

@@ -3,6 +3,7 @@
 mod abuse;
 mod access_matrix;
 mod auth;
+mod console;
 mod docs;
 mod fault;
 mod health;

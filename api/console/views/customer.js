@@ -1,0 +1,205 @@
+// What customers do: browse the catalogue and place an order, follow their orders live,
+// cancel while allowed, read notifications (staff read theirs here too).
+
+import { del, get, post } from "../api.js";
+import { field, formatMoney, formatTime, h, shortId, statusBadge } from "../dom.js";
+import { LiveFeed } from "../live.js";
+
+/// Statuses a customer may still cancel from.
+const CANCELLABLE = ["pending", "confirmed"];
+
+export async function shop(ctx) {
+  const catalogue = await ctx.busy(() => get("/api/products?size=100"));
+  if (!catalogue) return;
+  const quantities = new Map();
+  const rows = catalogue.items.map((product) => {
+    const quantity = field(`Quantity of ${product.name}`, {
+      type: "number",
+      min: 0,
+      max: product.available,
+      value: 0,
+      class: "quantity",
+      disabled: !product.in_stock,
+    }, "input", { quiet: true });
+    quantities.set(product, quantity.input);
+    return h(
+      "tr",
+      {},
+      h("td", {}, h("strong", {}, product.name), h("div", { class: "muted" }, product.description || "")),
+      h("td", { class: "number" }, formatMoney(product.price, product.currency)),
+      h("td", { class: "number" }, product.in_stock ? `${product.available} in stock` : "Out of stock"),
+      h("td", {}, quantity.element),
+    );
+  });
+  const name = field("Full name", { autocomplete: "name", required: true, value: ctx.user.full_name || "" });
+  const email = field("Email for updates", { type: "email", autocomplete: "email", required: true, value: ctx.user.email });
+  const phone = field("Phone (optional)", { type: "tel", autocomplete: "tel" });
+  const address = field("Shipping address", { autocomplete: "street-address", required: true, rows: 3 }, "textarea");
+  const notes = field("Notes for the store (optional)", { rows: 2 }, "textarea");
+  const form = h(
+    "form",
+    {
+      class: "card",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        const items = [...quantities]
+          .filter(([, input]) => Number(input.value) > 0)
+          .map(([product, input]) => ({ product_id: product.id, quantity: Number(input.value) }));
+        if (items.length === 0) return ctx.say("Choose a quantity for at least one product.", "error");
+        const order = await ctx.busy(
+          () =>
+            post(
+              "/api/orders",
+              {
+                items,
+                customer_name: name.input.value.trim(),
+                customer_email: email.input.value.trim(),
+                customer_phone: phone.input.value.trim() || undefined,
+                shipping_address: address.input.value.trim(),
+                notes: notes.input.value.trim() || undefined,
+              },
+              { idempotent: true },
+            ),
+          "Placing your order…",
+        );
+        if (order) ctx.go(`#/orders/${order.id}`);
+      },
+    },
+    h(
+      "table",
+      { class: "stack" },
+      h("caption", { class: "visually-hidden" }, "Products"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Product"), h("th", { scope: "col" }, "Price"), h("th", { scope: "col" }, "Availability"), h("th", { scope: "col" }, "Quantity"))),
+      h("tbody", {}, rows),
+    ),
+    h("h2", {}, "Shipping"),
+    name.element,
+    email.element,
+    phone.element,
+    address.element,
+    notes.element,
+    h("button", { class: "primary", type: "submit" }, "Place order"),
+  );
+  ctx.show("Shop", catalogue.items.length ? form : h("p", {}, "Nothing is for sale yet."));
+}
+
+/// The connection indicator every live view shows.
+export function liveIndicator() {
+  const indicator = h("p", { class: "live", role: "status" }, "Connecting…");
+  const states = { live: "● Live", connecting: "Connecting…", offline: "Reconnecting…" };
+  return { indicator, onState: (state) => (indicator.textContent = states[state]) };
+}
+
+export async function myOrders(ctx) {
+  const page = await ctx.busy(() => get("/api/orders/my?size=50"));
+  if (!page) return;
+  const cells = new Map();
+  const rows = page.items.map((order) => {
+    const status = h("td", {}, statusBadge(order.status));
+    cells.set(order.id, status);
+    return h(
+      "tr",
+      {},
+      h("td", {}, h("a", { href: `#/orders/${order.id}` }, shortId(order.id))),
+      h("td", {}, formatTime(order.created_at)),
+      h("td", { class: "number" }, formatMoney(order.total_amount, order.currency)),
+      status,
+    );
+  });
+  const { indicator, onState } = liveIndicator();
+  const feed = new LiveFeed(
+    "/api/orders/stream",
+    (update) => {
+      const cell = cells.get(update.order_id);
+      if (cell) cell.replaceChildren(statusBadge(update.status));
+      ctx.say(`Order ${shortId(update.order_id)}: ${update.message}`);
+    },
+    onState,
+  );
+  ctx.onLeave(() => feed.close());
+  ctx.show(
+    "My orders",
+    indicator,
+    page.items.length
+      ? h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Order"), h("th", { scope: "col" }, "Placed"), h("th", { scope: "col" }, "Total"), h("th", { scope: "col" }, "Status"))),
+          h("tbody", {}, rows),
+        )
+      : h("p", {}, "No orders yet. ", h("a", { href: "#/shop" }, "Visit the shop")),
+  );
+}
+
+/// An order's summary, lines and timeline; `actions(order)` adds what the viewer may do.
+export async function orderDetail(ctx, id, actions) {
+  const { indicator, onState } = liveIndicator();
+  const summary = h("section", { class: "card", "aria-label": "Order" });
+  const timeline = h("ol", { class: "timeline" });
+  const render = async () => {
+    const loaded = await ctx.busy(() => Promise.all([get(`/api/orders/${id}`), get(`/api/orders/${id}/events`)]));
+    if (!loaded) return;
+    const [order, events] = loaded;
+    summary.replaceChildren(
+      h("dl", { class: "facts" },
+        h("dt", {}, "Status"), h("dd", { "data-field": "status" }, statusBadge(order.status), order.pending_status ? ` (becoming ${order.pending_status})` : ""),
+        h("dt", {}, "Tracking number"), h("dd", { "data-field": "tracking" }, order.tracking_number || "—"),
+        h("dt", {}, "Total"), h("dd", {}, formatMoney(order.total_amount, order.currency)),
+        h("dt", {}, "Ship to"), h("dd", {}, `${order.customer_name}, ${order.shipping_address}`),
+        h("dt", {}, "Placed"), h("dd", {}, formatTime(order.created_at)),
+        order.stalled_reason ? [h("dt", {}, "Stalled"), h("dd", { class: "error" }, order.stalled_reason)] : null,
+      ),
+      h("table", {},
+        h("caption", {}, "Items"),
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Product"), h("th", { scope: "col" }, "Quantity"), h("th", { scope: "col" }, "Price"))),
+        h("tbody", {}, order.items.map((item) => h("tr", {}, h("td", {}, item.product_name), h("td", { class: "number" }, item.quantity), h("td", { class: "number" }, formatMoney(item.total_price, order.currency))))),
+      ),
+      actions(order, render) || "",
+    );
+    timeline.replaceChildren(
+      ...events.map((entry) => h("li", {}, h("time", { datetime: entry.created_at }, formatTime(entry.created_at)), " ", entry.message, entry.reason ? h("span", { class: "muted" }, ` (${entry.reason})`) : "")),
+    );
+  };
+  const feed = new LiveFeed(`/api/orders/${id}/stream`, render, onState);
+  ctx.onLeave(() => feed.close());
+  ctx.show(`Order ${shortId(id)}`, indicator, summary, h("h2", {}, "Timeline"), timeline);
+  await render();
+}
+
+export function orderPage(ctx, id) {
+  return orderDetail(ctx, id, (order, render) =>
+    CANCELLABLE.includes(order.pending_status || order.status)
+      ? h("button", {
+          type: "button",
+          class: "danger",
+          onclick: async () => {
+            if (await ctx.busy(() => del(`/api/orders/${id}`), "Asking to cancel…")) {
+              ctx.say("Cancellation requested.");
+              render();
+            }
+          },
+        }, "Cancel order")
+      : null,
+  );
+}
+
+export async function notifications(ctx) {
+  const page = await ctx.busy(() => get("/api/notifications?size=50"));
+  if (!page) return;
+  const list = h(
+    "ul",
+    { class: "list" },
+    page.items.map((note) =>
+      h("li", { class: note.read_at ? "read" : "unread" },
+        h("time", { datetime: note.created_at }, formatTime(note.created_at)), " ", note.message, " ",
+        note.order_id ? h("a", { href: `#/orders/${note.order_id}` }, "View order") : "", " ",
+        note.read_at ? "" : h("button", { type: "button", onclick: async () => { if (await ctx.busy(() => post(`/api/notifications/${note.id}/read`)) !== undefined) notifications(ctx); } }, "Mark read"),
+      ),
+    ),
+  );
+  ctx.show(
+    "Notifications",
+    h("button", { type: "button", onclick: async () => { if (await ctx.busy(() => post("/api/notifications/read-all")) !== undefined) notifications(ctx); } }, "Mark all read"),
+    page.items.length ? list : h("p", {}, "No notifications."),
+  );
+}
