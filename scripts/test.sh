@@ -3,6 +3,7 @@
 # Each test gets its own freshly migrated database and its own exchanges and queues, so the
 # suite runs in parallel. The fault-injection tests stop shared services and kill worker
 # processes, so they run afterwards, one at a time (SKIP_FAULT_SUITE=1 leaves them out).
+# The console's browser test leaves its screenshots in target/e2e/.
 # Arguments go to both nextest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,18 @@ if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2'
 fi
 export SMTP_TEST_PYTHON="$PWD/$venv/bin/python"
+# The console's browser test drives Debian's Chromium with playwright-core (from the npm
+# registry; it never downloads a browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Chromium..."
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium
+fi
+if [ ! -d e2e/node_modules/playwright-core ]; then
+  echo "installing playwright-core and axe-core into e2e/node_modules..."
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 status=0
 cargo nextest run --workspace --no-fail-fast --no-tests=pass -E 'not test(/^fault::/)' "$@" || status=$?

@@ -1,33 +1,46 @@
 //! Graceful shutdown of the real `api` binary: SIGTERM lets in-flight requests finish, then
 //! the relay publishes what they wrote, then the process exits cleanly; open live streams
-//! end at once rather than hold it up. It also refuses to
+//! end at once rather than hold it up, and no ticket or token reaches the log. It also refuses to
 //! start with the development signing key where others could reach it.
 
 use std::{
+    pin::Pin,
     process::Stdio,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use common::domain::Role;
 use reqwest::StatusCode;
 use sqlx::PgPool;
-use tokio::process::Child;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::Child,
+};
 
 use crate::{
     helpers::{TestApp, database_url, wait_until},
     live::LiveStream,
 };
 
+/// The `api` binary, running.
+struct Api {
+    process: Child,
+    base: String,
+    /// Everything it printed so far.
+    output: Arc<Mutex<String>>,
+}
+
 /// Starts the `api` binary on a free port against the test's database and exchanges, with
-/// `env` added; returns it once ready, with its base URL.
-async fn start_api(app: &TestApp, pool: &PgPool, env: &[(&str, &str)]) -> (Child, String) {
+/// `env` added; returns it once ready.
+async fn start_api(app: &TestApp, pool: &PgPool, env: &[(&str, &str)]) -> Api {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("address")
         .port();
     let broker = &app.settings().broker;
-    let api = tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
+    let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
         .env("DATABASE_URL", database_url(pool))
         .env("AMQP_EXCHANGE", &broker.exchange)
         .env("AMQP_QUEUE", &broker.queue)
@@ -37,20 +50,43 @@ async fn start_api(app: &TestApp, pool: &PgPool, env: &[(&str, &str)]) -> (Child
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("api starts");
+    let output = Arc::new(Mutex::new(String::new()));
+    let stdout = process.stdout.take().expect("stdout");
+    let stderr = process.stderr.take().expect("stderr");
+    for stream in [
+        Box::pin(stdout) as Pin<Box<dyn AsyncRead + Send>>,
+        Box::pin(stderr),
+    ] {
+        let output = output.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut output = output.lock().expect("output");
+                output.push_str(&line);
+                output.push('\n');
+            }
+        });
+    }
     let base = format!("http://127.0.0.1:{port}");
     wait_until("the api is ready", Duration::from_secs(20), || async {
         let ready = app.client.get(format!("{base}/health/ready")).send().await;
         ready.is_ok_and(|r| r.status() == StatusCode::OK)
     })
     .await;
-    (api, base)
+    Api {
+        process,
+        base,
+        output,
+    }
 }
 
-fn terminate(api: &Child) {
-    let pid = api.id().expect("running").to_string();
+fn terminate(api: &Api) {
+    let pid = api.process.id().expect("running").to_string();
     assert!(
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -68,7 +104,8 @@ async fn sigterm_finishes_in_flight_requests_and_drains_the_outbox(pool: PgPool)
     app.product(&vendor, "MUG", "5.00", 10).await;
     let order = app.order_id(&alice, "MUG", 1).await;
 
-    let (mut api, base) = start_api(&app, &pool, &[]).await;
+    let mut api = start_api(&app, &pool, &[]).await;
+    let base = api.base.clone();
 
     // A cancellation that is still waiting for a row lock when SIGTERM arrives.
     let mut blocker = pool.begin().await.expect("tx");
@@ -96,13 +133,13 @@ async fn sigterm_finishes_in_flight_requests_and_drains_the_outbox(pool: PgPool)
     terminate(&api);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        api.try_wait().expect("status").is_none(),
+        api.process.try_wait().expect("status").is_none(),
         "the api waits for its in-flight request"
     );
     blocker.rollback().await.expect("release the lock");
 
     assert_eq!(in_flight.await.expect("request task"), StatusCode::ACCEPTED);
-    let exit = tokio::time::timeout(Duration::from_secs(15), api.wait())
+    let exit = tokio::time::timeout(Duration::from_secs(15), api.process.wait())
         .await
         .expect("exits")
         .expect("status");
@@ -123,22 +160,41 @@ async fn sigterm_with_50_open_streams_ends_them_and_exits_within_seconds(pool: P
     let mut app = TestApp::spawn(pool.clone()).await;
     app.clean_up_broker_on_drop();
     let staff = app.user(Role::Vendor, "vendor").await;
-    let (mut api, base) = start_api(&app, &pool, &[("STREAM_MAX_PER_USER", "50")]).await;
+    let env = [
+        ("STREAM_MAX_PER_USER", "50"),
+        ("RUST_LOG", "debug"),
+        ("LOG_FORMAT", "json"),
+    ];
+    let mut api = start_api(&app, &pool, &env).await;
+    let ticket: serde_json::Value = app
+        .client
+        .post(format!("{}/api/auth/stream-ticket", api.base))
+        .bearer_auth(&staff.token)
+        .send()
+        .await
+        .expect("ticket")
+        .json()
+        .await
+        .expect("json");
+    let ticket = ticket["ticket"].as_str().expect("ticket").to_owned();
     let mut streams = Vec::new();
-    for _ in 0..50 {
-        let response = app
-            .client
-            .get(format!("{base}/api/orders/stream"))
-            .bearer_auth(&staff.token)
-            .send()
-            .await
-            .expect("stream opens");
+    for n in 0..50 {
+        // One opened as a browser does, with a ticket in the URL; the rest with the token.
+        let request = if n == 0 {
+            app.client
+                .get(format!("{}/api/orders/stream?ticket={ticket}", api.base))
+        } else {
+            app.client
+                .get(format!("{}/api/orders/stream", api.base))
+                .bearer_auth(&staff.token)
+        };
+        let response = request.send().await.expect("stream opens");
         streams.push(LiveStream::from_response(response).await);
     }
 
     let stopping = Instant::now();
     terminate(&api);
-    let exit = tokio::time::timeout(Duration::from_secs(10), api.wait())
+    let exit = tokio::time::timeout(Duration::from_secs(10), api.process.wait())
         .await
         .expect("exits although streams were open")
         .expect("status");
@@ -149,6 +205,15 @@ async fn sigterm_with_50_open_streams_ends_them_and_exits_within_seconds(pool: P
         assert!(stream.ends_within(Duration::from_secs(1)).await);
     }
     eprintln!("50 open streams: exited {took:?} after SIGTERM");
+
+    let logs = api.output.lock().expect("output").clone();
+    assert!(
+        logs.contains("/api/orders/stream"),
+        "the streams were logged: {logs}"
+    );
+    for secret in [&ticket, &staff.token] {
+        assert!(!logs.contains(secret.as_str()), "a secret reached the log");
+    }
 }
 
 #[tokio::test]
