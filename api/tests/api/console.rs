@@ -70,12 +70,27 @@ async fn a_customer_and_a_vendor_work_side_by_side_in_a_real_browser(pool: PgPoo
             .await;
         assert_eq!(created.status(), StatusCode::CREATED);
     }
-    // Some history, so the board is not empty.
-    let earlier = app.order_id(&alice, "MUG-02", 2).await;
-    app.wait_for_status(&alice.token, &earlier, "confirmed")
-        .await;
-    app.move_order(&vendor, &earlier, json!({ "status": "processing" }))
-        .await;
+    // Some history, so the board is not empty: orders confirmed, in processing, delivered.
+    let mut earlier = Vec::new();
+    for (sku, moves) in [
+        ("MUG-02", vec![]),
+        ("CHAIR-03", vec![json!({ "status": "processing" })]),
+        (
+            "MUG-02",
+            vec![
+                json!({ "status": "processing" }),
+                json!({ "status": "shipped", "tracking_number": "TRK-7731" }),
+                json!({ "status": "delivered" }),
+            ],
+        ),
+    ] {
+        let order = app.order_id(&alice, sku, 1).await;
+        app.wait_for_status(&alice.token, &order, "confirmed").await;
+        for change in moves {
+            app.move_order(&vendor, &order, change).await;
+        }
+        earlier.push(order);
+    }
 
     let run = tokio::process::Command::new("node")
         .arg("console.test.mjs")
@@ -104,7 +119,8 @@ async fn a_customer_and_a_vendor_work_side_by_side_in_a_real_browser(pool: PgPoo
 
     // What the browser did is what the system recorded.
     let shipped: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT status::text, tracking_number FROM orders WHERE customer_id = $1 AND id <> $2::uuid",
+        "SELECT status::text, tracking_number FROM orders
+         WHERE customer_id = $1 AND id::text <> ALL($2::text[])",
     )
     .bind(alice.id)
     .bind(&earlier)

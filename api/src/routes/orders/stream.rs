@@ -25,6 +25,7 @@ use common::{
 };
 use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -227,7 +228,7 @@ async fn open(
         .retry(RECONNECT_AFTER)
         .data(format!(r#"{{"after":{start}}}"#));
     let follower = Follower {
-        state: state.clone(),
+        pool: state.pool.clone(),
         receiver,
         cursor: start,
         replaying: since.is_some(),
@@ -321,7 +322,7 @@ impl View {
 
 /// One stream's position: it replays from the database, then follows the hub.
 struct Follower {
-    state: AppState,
+    pool: PgPool,
     receiver: Receiver<Arc<FeedEntry>>,
     /// The newest entry this stream has passed (shown or not).
     cursor: i64,
@@ -376,7 +377,7 @@ impl Follower {
 
     async fn replay_page(&self) -> Option<Vec<FeedEntry>> {
         let read = async {
-            let mut conn = self.state.pool.acquire().await?;
+            let mut conn = self.pool.acquire().await?;
             feed::after(
                 &mut conn,
                 self.cursor,
@@ -394,5 +395,84 @@ impl Follower {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::events::Actor;
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::live::StreamSlots;
+
+    fn entry(id: i64) -> Arc<FeedEntry> {
+        Arc::new(FeedEntry {
+            id,
+            order_id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            kind: FeedKind::StatusChanged,
+            from_status: Some(OrderStatus::Confirmed),
+            status: OrderStatus::Processing,
+            tracking_number: None,
+            actor_role: Actor::system().role,
+            reason: None,
+            created_at: Utc::now(),
+        })
+    }
+
+    fn follower(receiver: Receiver<Arc<FeedEntry>>) -> Follower {
+        Follower {
+            // Never connected: a follower that does not replay reads nothing.
+            pool: PgPool::connect_lazy("postgres://127.0.0.1:1/none").expect("lazy pool"),
+            receiver,
+            cursor: 0,
+            replaying: false,
+            ended: false,
+            view: View {
+                customer: None,
+                order_id: None,
+                status: None,
+            },
+            _slot: StreamSlots::new(1, 1).take(Uuid::now_v7()).expect("slot"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_is_told_so_and_closed_rather_than_skipping() {
+        let (sender, receiver) = broadcast::channel(2);
+        let mut follower = follower(receiver);
+        sender.send(entry(1)).expect("sent");
+        let first = follower.next_events().await.expect("an event");
+        assert!(
+            format!("{first:?}").contains(r"id: 1\nevent: status_changed"),
+            "{first:?}"
+        );
+        for id in 2..=6 {
+            sender.send(entry(id)).expect("sent");
+        }
+        let told = follower.next_events().await.expect("told");
+        assert_eq!(told.len(), 1);
+        assert!(format!("{told:?}").contains(r"event: lagged"), "{told:?}");
+        assert!(
+            follower.next_events().await.is_none(),
+            "then the stream ends; the client resumes from event 1"
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_already_passed_are_not_sent_again() {
+        let (sender, receiver) = broadcast::channel(8);
+        let mut follower = follower(receiver);
+        follower.cursor = 3;
+        for id in [2, 3, 4] {
+            sender.send(entry(id)).expect("sent");
+        }
+        let next = follower.next_events().await.expect("an event");
+        assert!(
+            format!("{next:?}").contains(r"id: 4\nevent: status_changed"),
+            "{next:?}"
+        );
+        assert_eq!(follower.cursor, 4);
     }
 }
