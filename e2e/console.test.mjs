@@ -101,12 +101,12 @@ try {
   await customer.screenshot({ path: `${shots}/customer-order.png`, fullPage: true });
   await vendor.screenshot({ path: `${shots}/vendor-board-shipped.png`, fullPage: true });
 
-  // An admin's pages: users, stalled orders, webhooks.
+  // An admin's pages: users, stalled orders, dead letters, webhooks, products.
   const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 }, bypassCSP: true });
   const admin = await adminContext.newPage();
   admin.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
   await signIn(admin, env("ADMIN"));
-  for (const [link, heading, file] of [["Users", "Users", "admin-users"], ["Stalled orders", "Stalled orders", "admin-stalled"], ["Webhooks", "Webhooks", "admin-webhooks"], ["Products", "Products", "admin-products"]]) {
+  for (const [link, heading, file] of [["Users", "Users", "admin-users"], ["Stalled orders", "Stalled orders", "admin-stalled"], ["Dead letters", "Dead letters", "admin-dead-letters"], ["Webhooks", "Webhooks", "admin-webhooks"], ["Products", "Products", "admin-products"]]) {
     await admin.getByRole("link", { name: link, exact: true }).click();
     await admin.getByRole("heading", { name: heading, exact: true }).waitFor(WAIT);
     await audit(admin, heading);

@@ -30,6 +30,7 @@ const MENUS = {
     ["#/stalled", "Stalled orders", staff.stalled],
     ["#/products", "Products", staff.products],
     ["#/users", "Users", admin.users],
+    ["#/dead-letters", "Dead letters", admin.deadLetters],
     ["#/webhooks", "Webhooks", admin.webhooks],
     ["#/notifications", "Notifications", customer.notifications],
   ],
@@ -81,7 +82,7 @@ const context = () => ({
   /// screen reader users land on the new page).
   show: (title, ...content) => {
     const heading = h("h1", { tabindex: "-1" }, title);
-    main.replaceChildren(heading, ...content.filter((part) => part !== null && part !== undefined));
+    main.replaceChildren(heading, ...content.flat().filter((part) => part !== null && part !== undefined));
     document.title = `${title} · Orderflow`;
     heading.focus();
   },

@@ -37,6 +37,8 @@ pub struct Guards {
     pub accounts: AccountLimit,
     pub login_per_ip: IpRateLimit,
     pub register_per_ip: IpRateLimit,
+    /// Dead-letter operations (each with its own broker connection) run one at a time.
+    pub dead_letters: Arc<Semaphore>,
 }
 
 impl Guards {
@@ -52,6 +54,7 @@ impl Guards {
                 auth.register_per_ip_per_hour,
                 Duration::from_secs(3600),
             ),
+            dead_letters: Arc::new(Semaphore::new(1)),
         })
     }
 }

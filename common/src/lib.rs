@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod config;
 pub mod db;
+pub mod dead_letters;
 pub mod domain;
 pub mod events;
 pub mod feed;

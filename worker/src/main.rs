@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use common::{config::Settings, db, metrics, outbox, shutdown, telemetry};
+use common::{config::Settings, db, dead_letters, metrics, outbox, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 use worker::{consumer::Worker, mail::Mailer, ops, watchdog, webhooks};
 
@@ -113,18 +113,21 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DeadLetters(DeadLetterCommand::List { limit }) => {
-            for letter in ops::list_dead_letters(&settings, limit).await? {
+            for letter in dead_letters::list(&settings, limit).await? {
                 println!("{}", serde_json::to_string(&letter)?);
             }
             Ok(())
         }
         Command::DeadLetters(DeadLetterCommand::Redrive { message_ids, all }) => {
             let selection = if all {
-                ops::Selection::All
+                dead_letters::Selection::All
             } else {
-                ops::Selection::MessageIds(message_ids)
+                dead_letters::Selection::MessageIds(message_ids)
             };
-            println!("re-driven: {}", ops::redrive(&settings, selection).await?);
+            println!(
+                "re-driven: {}",
+                dead_letters::redrive(&settings, selection).await?
+            );
             Ok(())
         }
         Command::Orders(command) => {

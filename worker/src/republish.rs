@@ -13,10 +13,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 
-/// Header counting how often this message was scheduled for a retry.
-pub const RETRIES_HEADER: &str = "x-orderflow-retries";
-/// Header naming why a message was dead-lettered.
-pub const ERROR_HEADER: &str = "x-orderflow-error";
+pub use common::dead_letters::{ERROR_HEADER, RETRIES_HEADER};
 
 /// Earlier retries of this message (0 on its first delivery).
 pub fn retries(delivery: &Delivery) -> u32 {

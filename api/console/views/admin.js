@@ -1,5 +1,5 @@
-// What admins do besides the staff views: users (search, role, deactivate) and webhook
-// endpoints with their delivery log.
+// What admins do besides the staff views: users (search, role, deactivate), dead letters,
+// and webhook endpoints with their delivery log.
 
 import { del, get, post, put } from "../api.js";
 import { field, formatTime, h, select, shortId } from "../dom.js";
@@ -103,5 +103,28 @@ export async function webhookPage(ctx, id, status = "") {
     h("div", { class: "inline" }, filter.element,
       h("button", { type: "button", onclick: async () => { const since = new Date(Date.now() - 7 * 86400000).toISOString(); if (await ctx.busy(() => post(`/api/webhooks/${id}/deliveries/resend-failed`, { since }), "Resending…") !== undefined) webhookPage(ctx, id, status); } }, "Resend failed (last 7 days)")),
     rows.length ? h("ul", { class: "list" }, rows) : h("p", {}, "No deliveries."),
+  );
+}
+
+export async function deadLetters(ctx) {
+  const letters = await ctx.busy(() => get("/api/dead-letters?limit=200"));
+  if (!letters) return;
+  const redrive = async (body, label) => {
+    const result = await ctx.busy(() => post("/api/dead-letters/redrive", body), label);
+    if (result) {
+      await deadLetters(ctx);
+      ctx.say(`${result.redriven} letter(s) handed back to the workers.`);
+    }
+  };
+  const rows = letters.map((letter) => h("li", { class: "card" },
+    h("strong", {}, letter.routing_key), " · ", h("code", {}, letter.message_id || "no message id"),
+    h("p", { class: "error" }, letter.error || "no reason recorded"),
+    h("code", { class: "excerpt" }, letter.body.length > 400 ? `${letter.body.slice(0, 400)}…` : letter.body),
+    letter.message_id ? h("button", { type: "button", onclick: () => redrive({ message_ids: [letter.message_id] }, "Re-driving…") }, "Re-drive") : null,
+  ));
+  ctx.show(
+    "Dead letters",
+    h("p", { class: "muted" }, "Messages the workers could not apply, oldest first. They stay in the queue until re-driven; a command's order is also flagged stalled."),
+    rows.length ? [h("button", { type: "button", class: "primary", onclick: () => redrive({ all: true }, "Re-driving…") }, "Re-drive all"), h("ul", { class: "list" }, rows)] : h("p", {}, "No dead letters."),
   );
 }

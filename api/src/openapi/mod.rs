@@ -22,9 +22,10 @@ use utoipa::{
         (name = "auth", description = "Registration, login and tokens"),
         (name = "users", description = "Profiles and user management"),
         (name = "products", description = "The catalogue"),
-        (name = "orders", description = "Orders, status changes and their timeline"),
+        (name = "orders", description = "Orders, status changes, their timeline and live updates"),
         (name = "notifications", description = "Order updates for the signed-in user"),
         (name = "webhooks", description = "Signed order events for integrators: endpoints, secrets, the delivery log (admins)"),
+        (name = "operations", description = "Dead letters: messages the workers could not apply (admins)"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource, each exposing `router()`.
 
 pub mod auth;
+pub mod dead_letters;
 pub mod health;
 pub mod notifications;
 pub mod orders;
@@ -16,6 +17,7 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(auth::router())
+        .merge(dead_letters::router())
         .merge(health::router())
         .merge(notifications::router())
         .merge(orders::router())

@@ -138,6 +138,13 @@ const OPERATIONS: &[(&str, &str, Access, Option<&str>)] = &[
     ("GET", "/api/notifications", SignedIn, None),
     ("POST", "/api/notifications/{id}/read", Owner, None),
     ("POST", "/api/notifications/read-all", SignedIn, None),
+    ("GET", "/api/dead-letters", Admin, None),
+    (
+        "POST",
+        "/api/dead-letters/redrive",
+        Admin,
+        Some(r#"{"message_ids":["none"]}"#),
+    ),
     ("GET", "/api/webhooks", Admin, None),
     (
         "POST",

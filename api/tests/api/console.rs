@@ -91,6 +91,9 @@ async fn a_customer_and_a_vendor_work_side_by_side_in_a_real_browser(pool: PgPoo
         }
         earlier.push(order);
     }
+    // And a message no worker could apply, for the admin's dead letters page.
+    app.publish_raw("order.created", "poison-1", b"{ not json")
+        .await;
 
     let run = tokio::process::Command::new("node")
         .arg("console.test.mjs")

@@ -55,6 +55,8 @@ async fn the_openapi_document_lists_every_route_and_the_bearer_scheme(pool: PgPo
         ("/api/notifications", "get"),
         ("/api/notifications/{id}/read", "post"),
         ("/api/notifications/read-all", "post"),
+        ("/api/dead-letters", "get"),
+        ("/api/dead-letters/redrive", "post"),
         ("/api/webhooks", "get"),
         ("/api/webhooks", "post"),
         ("/api/webhooks/{id}", "get"),

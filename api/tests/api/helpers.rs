@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use api::{accounts, auth::password, state::AppState};
 use common::{broker::Topology, config::Settings, domain::Role, relay::Relay};
+use lapin::{BasicProperties, options::BasicPublishOptions};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -136,6 +137,35 @@ impl TestApp {
 
     pub fn settings(&self) -> Arc<Settings> {
         self.state.settings.clone()
+    }
+
+    /// Publishes `body` to this test's exchange as the relay would.
+    pub async fn publish_raw(&self, routing_key: &str, message_id: &str, body: &[u8]) {
+        let settings = self.settings();
+        let connection = common::broker::connect(&settings.broker, "test-publisher")
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(Default::default())
+            .await
+            .expect("confirms");
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into());
+        channel
+            .basic_publish(
+                settings.broker.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        connection.close(200, "done".into()).await.expect("close");
     }
 
     pub async fn request(

@@ -4,6 +4,7 @@ mod abuse;
 mod access_matrix;
 mod auth;
 mod console;
+mod dead_letters;
 mod docs;
 mod fault;
 mod health;

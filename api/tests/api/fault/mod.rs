@@ -12,7 +12,6 @@ use std::{
 
 use common::{domain::Role, events::Envelope};
 use futures_util::{StreamExt, stream};
-use lapin::{BasicProperties, options::BasicPublishOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -283,35 +282,6 @@ async fn back_to_back_changes_for_200_orders_apply_in_order(pool: PgPool) {
     eprintln!("fault 3: 600 back-to-back changes for 200 orders applied in order in {elapsed:?}");
 }
 
-/// Publishes `body` to this test's exchange as the relay would.
-async fn publish_raw(app: &TestApp, routing_key: &str, message_id: &str, body: &[u8]) {
-    let settings = app.settings();
-    let connection = common::broker::connect(&settings.broker, "test-publisher")
-        .await
-        .expect("connect");
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .confirm_select(Default::default())
-        .await
-        .expect("confirms");
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_message_id(message_id.into());
-    channel
-        .basic_publish(
-            settings.broker.exchange.as_str().into(),
-            routing_key.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await
-        .expect("publish")
-        .await
-        .expect("confirm");
-    connection.close(200, "done".into()).await.expect("close");
-}
-
 /// Publishes, as message `ghost-1`, an `order.created` for an order that does not exist.
 async fn publish_ghost(app: &TestApp) {
     let ghost = Envelope::new(
@@ -323,7 +293,8 @@ async fn publish_ghost(app: &TestApp) {
         json!({}),
     );
     let body = serde_json::to_string(&ghost).expect("json");
-    publish_raw(app, "order.created", "ghost-1", body.as_bytes()).await;
+    app.publish_raw("order.created", "ghost-1", body.as_bytes())
+        .await;
 }
 
 /// Scenario 4: the same message delivered three times has one effect.
@@ -339,8 +310,7 @@ async fn a_message_delivered_three_times_has_one_effect(pool: PgPool) {
         .expect("payload");
     let envelope: Envelope = serde_json::from_value(payload.clone()).expect("envelope");
     for _ in 0..2 {
-        publish_raw(
-            &app,
+        app.publish_raw(
             "order.created",
             &envelope.event_id.to_string(),
             payload.to_string().as_bytes(),
@@ -374,7 +344,8 @@ async fn stats(app: &TestApp) -> Value {
 async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
     let app = TestApp::spawn_pipeline(pool.clone(), 1).await;
     let alice = shop(&app, 10).await;
-    publish_raw(&app, "order.created", "poison-1", b"{ not json").await;
+    app.publish_raw("order.created", "poison-1", b"{ not json")
+        .await;
     publish_ghost(&app).await;
     let id = app.order_id(&alice, "BULK", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
@@ -386,7 +357,7 @@ async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
         || async { stats(&app).await["dead_letters"] == 2 },
     )
     .await;
-    let letters = worker::ops::list_dead_letters(&settings, 10)
+    let letters = common::dead_letters::list(&settings, 10)
         .await
         .expect("list");
     let reasons: Vec<String> = letters
@@ -408,9 +379,9 @@ async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
     );
 
     // Re-driven, they fail again and return with the same reasons: nothing is lost either way.
-    let redriven = worker::ops::redrive(
+    let redriven = common::dead_letters::redrive(
         &settings,
-        worker::ops::Selection::MessageIds(vec!["ghost-1".into()]),
+        common::dead_letters::Selection::MessageIds(vec!["ghost-1".into()]),
     )
     .await
     .expect("redrive");
@@ -419,7 +390,7 @@ async fn a_poison_message_is_dead_lettered_with_its_reason(pool: PgPool) {
         "the re-driven message is dead-lettered again",
         Duration::from_secs(10),
         || async {
-            let letters = worker::ops::list_dead_letters(&settings, 10)
+            let letters = common::dead_letters::list(&settings, 10)
                 .await
                 .expect("list");
             letters.len() == 2
