@@ -101,6 +101,17 @@ try {
   await customer.screenshot({ path: `${shots}/customer-order.png`, fullPage: true });
   await vendor.screenshot({ path: `${shots}/vendor-board-shipped.png`, fullPage: true });
 
+  // The customer's list follows too: delivered, without a reload.
+  await customer.getByRole("link", { name: "My orders" }).click();
+  await customer.getByRole("heading", { name: "My orders" }).waitFor(WAIT);
+  await live(customer);
+  const row = customer.getByRole("row").filter({ has: customer.getByRole("link", { name: short }) });
+  await row.getByText("shipped").waitFor(WAIT);
+  await card().getByRole("button", { name: "Mark delivered" }).click();
+  await row.getByText("delivered").waitFor(WAIT);
+  await audit(customer, "my orders");
+  if (!(await customer.evaluate(() => window.neverReloaded === true))) failures.push("the customer's page was reloaded");
+
   // An admin's pages: users, stalled orders, dead letters, webhooks, products.
   const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 }, bypassCSP: true });
   const admin = await adminContext.newPage();

@@ -69,54 +69,62 @@ impl FeedEntry {
     /// The entry an announcing event carries; `None` for other events, and for events
     /// written before the feed existed (they have no `feed_id`).
     pub fn from_envelope(envelope: &Envelope) -> Option<FeedEntry> {
-        let (kind, from_status, status, tracking_number, reason, customer_id, feed_id) =
-            match envelope.event_type {
-                EventType::StatusChanged => {
-                    let change: StatusChanged =
-                        serde_json::from_value(envelope.payload.clone()).ok()?;
-                    (
-                        FeedKind::StatusChanged,
-                        Some(change.from),
-                        change.to,
-                        change.tracking_number,
-                        change.reason,
-                        change.customer_id?,
-                        change.feed_id?,
-                    )
-                }
-                EventType::StallChanged => {
-                    let stall: StallChanged =
-                        serde_json::from_value(envelope.payload.clone()).ok()?;
-                    let kind = match stall.stalled_reason {
-                        Some(_) => FeedKind::Stalled,
-                        None => FeedKind::Resumed,
-                    };
-                    let feed_id = stall.feed_id?;
-                    (
-                        kind,
-                        None,
-                        stall.status,
-                        None,
-                        stall.stalled_reason,
-                        stall.customer_id,
-                        feed_id,
-                    )
-                }
-                _ => return None,
-            };
+        let (entry, feed_id) = describe(envelope)?;
         Some(FeedEntry {
-            id: feed_id,
-            order_id: envelope.order_id,
-            customer_id,
-            kind,
-            from_status,
-            status,
-            tracking_number,
-            actor_role: envelope.actor.role.clone(),
-            reason,
-            created_at: envelope.occurred_at,
+            id: feed_id?,
+            ..entry
         })
     }
+}
+
+/// The entry an event announces (its `id` still 0) and its number, if it has one yet.
+fn describe(envelope: &Envelope) -> Option<(FeedEntry, Option<i64>)> {
+    let (kind, from_status, status, tracking_number, reason, customer_id, feed_id) = match envelope
+        .event_type
+    {
+        EventType::StatusChanged => {
+            let change: StatusChanged = serde_json::from_value(envelope.payload.clone()).ok()?;
+            (
+                FeedKind::StatusChanged,
+                Some(change.from),
+                change.to,
+                change.tracking_number,
+                change.reason,
+                change.customer_id?,
+                change.feed_id,
+            )
+        }
+        EventType::StallChanged => {
+            let stall: StallChanged = serde_json::from_value(envelope.payload.clone()).ok()?;
+            let kind = match stall.stalled_reason {
+                Some(_) => FeedKind::Stalled,
+                None => FeedKind::Resumed,
+            };
+            (
+                kind,
+                None,
+                stall.status,
+                None,
+                stall.stalled_reason,
+                stall.customer_id,
+                stall.feed_id,
+            )
+        }
+        _ => return None,
+    };
+    let entry = FeedEntry {
+        id: 0,
+        order_id: envelope.order_id,
+        customer_id,
+        kind,
+        from_status,
+        status,
+        tracking_number,
+        actor_role: envelope.actor.role.clone(),
+        reason,
+        created_at: envelope.occurred_at,
+    };
+    Some((entry, feed_id))
 }
 
 /// The event announcing that an order was flagged stalled (`reason`) or resumed (`None`).
@@ -145,94 +153,62 @@ pub fn stall_changed(
 }
 
 /// Numbers `events` (transitions and stall changes, in the order given), records them in
-/// the feed and hands them to the outbox relay, as the last statements of the caller's
-/// transaction: the lock they take is held until it commits, which is what keeps the feed's
-/// numbers in commit order.
-pub async fn announce(conn: &mut PgConnection, mut events: Vec<Envelope>) -> sqlx::Result<()> {
+/// the feed and hands them, numbered, to the outbox relay — in one statement, the last of
+/// the caller's transaction: the lock it takes is held until the transaction commits, which
+/// is what keeps the feed's numbers in commit order, and it is held for no longer.
+pub async fn announce(conn: &mut PgConnection, events: Vec<Envelope>) -> sqlx::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    // The CTE makes the lock come first: its row must exist before the outer select runs.
-    let last: i64 = sqlx::query_scalar(
-        "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock($1))
-         SELECT setval('order_feed_id_seq', nextval('order_feed_id_seq') + $2 - 1) FROM locked",
-    )
-    .bind(FEED_LOCK)
-    .bind(count)
-    .fetch_one(&mut *conn)
-    .await?;
-    let entries: Vec<FeedEntry> = events
-        .iter_mut()
-        .zip(last - count + 1..)
-        .filter_map(|(event, id)| {
-            event.payload["feed_id"] = serde_json::json!(id);
-            FeedEntry::from_envelope(event)
-        })
-        .collect();
+    let entries = events
+        .iter()
+        .map(|event| describe(event).map(|(entry, _)| entry))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| sqlx::Error::Protocol("an event that is not a feed entry".into()))?;
     let payloads = events
         .iter()
         .map(serde_json::to_value)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    // Every use of `numbered` reads `locked` first, so the lock precedes the numbers.
     sqlx::query(
-        "WITH fed AS (
+        "WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock($1)),
+         numbered AS MATERIALIZED (
+             SELECT setval('order_feed_id_seq', nextval('order_feed_id_seq') + $2 - 1) - $2 AS base
+             FROM locked
+         ), fed AS (
              INSERT INTO order_feed (id, order_id, customer_id, kind, from_status, status,
                                      tracking_number, actor_role, reason, created_at)
-             SELECT u.id, u.order_id, u.customer_id, u.kind, u.from_status::order_status,
+             SELECT n.base + u.n, u.order_id, u.customer_id, u.kind, u.from_status::order_status,
                     u.status::order_status, u.tracking_number, u.actor_role, u.reason, u.created_at
-             FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::text[], $10::timestamptz[])
-                 AS u(id, order_id, customer_id, kind, from_status, status, tracking_number,
-                      actor_role, reason, created_at)
+             FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[], $11::timestamptz[]) WITH ORDINALITY
+                 AS u(order_id, customer_id, kind, from_status, status, tracking_number,
+                      actor_role, reason, created_at, n),
+                  numbered n
          )
          INSERT INTO outbox (event_id, order_id, seq, routing_key, payload)
-         SELECT * FROM unnest($11::uuid[], $12::uuid[], $13::bigint[], $14::text[], $15::jsonb[])",
+         SELECT u.event_id, u.order_id, u.seq, u.routing_key,
+                jsonb_set(u.payload, '{payload,feed_id}', to_jsonb(n.base + u.n))
+         FROM unnest($12::uuid[], $13::uuid[], $14::bigint[], $15::text[], $16::jsonb[]) WITH ORDINALITY
+             AS u(event_id, order_id, seq, routing_key, payload, n),
+              numbered n",
     )
-    .bind(entries.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(FEED_LOCK)
+    .bind(i64::try_from(events.len()).unwrap_or(i64::MAX))
     .bind(entries.iter().map(|e| e.order_id).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.customer_id).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-    .bind(
-        entries
-            .iter()
-            .map(|e| e.from_status.map(|s| s.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|e| e.status.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|e| e.tracking_number.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|e| e.actor_role.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        entries
-            .iter()
-            .map(|e| e.reason.as_deref())
-            .collect::<Vec<_>>(),
-    )
+    .bind(entries.iter().map(|e| e.from_status.map(|s| s.as_str())).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.tracking_number.as_deref()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.actor_role.as_str()).collect::<Vec<_>>())
+    .bind(entries.iter().map(|e| e.reason.as_deref()).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.created_at).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.order_id).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.seq).collect::<Vec<_>>())
-    .bind(
-        events
-            .iter()
-            .map(|e| e.event_type.routing_key())
-            .collect::<Vec<_>>(),
-    )
+    .bind(events.iter().map(|e| e.event_type.routing_key()).collect::<Vec<_>>())
     .bind(payloads)
     .execute(conn)
     .await?;

@@ -94,7 +94,7 @@ export async function myOrders(ctx) {
   const page = await ctx.busy(() => get("/api/orders/my?size=50"));
   if (!page) return;
   const cells = new Map();
-  const rows = page.items.map((order) => {
+  const row = (order) => {
     const status = h("td", {}, statusBadge(order.status));
     cells.set(order.id, status);
     return h(
@@ -105,14 +105,21 @@ export async function myOrders(ctx) {
       h("td", { class: "number" }, formatMoney(order.total_amount, order.currency)),
       status,
     );
-  });
+  };
+  const body = h("tbody", {}, page.items.map(row));
   const { indicator, onState } = liveIndicator();
   const feed = new LiveFeed(
     "/api/orders/stream",
-    (update) => {
+    async (update) => {
       const cell = cells.get(update.order_id);
-      if (cell) cell.replaceChildren(statusBadge(update.status));
-      ctx.say(`Order ${shortId(update.order_id)}: ${update.message}`);
+      try {
+        if (cell) cell.replaceChildren(statusBadge(update.status));
+        // An order placed elsewhere (another tab, the API) joins the list.
+        else body.prepend(row(await get(`/api/orders/${update.order_id}`)));
+        ctx.say(`Order ${shortId(update.order_id)}: ${update.message}`);
+      } catch (error) {
+        ctx.say(error.message, "error");
+      }
     },
     onState,
   );
@@ -120,14 +127,13 @@ export async function myOrders(ctx) {
   ctx.show(
     "My orders",
     indicator,
-    page.items.length
-      ? h(
-          "table",
-          {},
-          h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Order"), h("th", { scope: "col" }, "Placed"), h("th", { scope: "col" }, "Total"), h("th", { scope: "col" }, "Status"))),
-          h("tbody", {}, rows),
-        )
-      : h("p", {}, "No orders yet. ", h("a", { href: "#/shop" }, "Visit the shop")),
+    h(
+      "table",
+      {},
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Order"), h("th", { scope: "col" }, "Placed"), h("th", { scope: "col" }, "Total"), h("th", { scope: "col" }, "Status"))),
+      body,
+    ),
+    page.items.length ? null : h("p", {}, "No orders yet. ", h("a", { href: "#/shop" }, "Visit the shop")),
   );
 }
 

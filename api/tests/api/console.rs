@@ -121,7 +121,7 @@ async fn a_customer_and_a_vendor_work_side_by_side_in_a_real_browser(pool: PgPoo
     );
 
     // What the browser did is what the system recorded.
-    let shipped: Vec<(String, Option<String>)> = sqlx::query_as(
+    let placed: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT status::text, tracking_number FROM orders
          WHERE customer_id = $1 AND id::text <> ALL($2::text[])",
     )
@@ -131,7 +131,7 @@ async fn a_customer_and_a_vendor_work_side_by_side_in_a_real_browser(pool: PgPoo
     .await
     .expect("orders");
     assert_eq!(
-        shipped,
-        [("shipped".to_owned(), Some("TRK-E2E-0042".to_owned()))]
+        placed,
+        [("delivered".to_owned(), Some("TRK-E2E-0042".to_owned()))]
     );
 }
