@@ -3,6 +3,7 @@
 mod abuse;
 mod access_matrix;
 mod auth;
+mod binary;
 mod console;
 mod dead_letters;
 mod docs;

@@ -45,10 +45,18 @@ impl Update {
 impl LiveStream {
     /// Opens `path` (with the bearer `token`, resuming after `last_event_id`), asserting 200.
     pub async fn open(app: &TestApp, path: &str, token: &str, last_event_id: Option<i64>) -> Self {
-        let mut request = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .bearer_auth(token);
+        Self::open_at(&app.client, &app.address, path, token, last_event_id).await
+    }
+
+    /// The same on the api at `base` (another process).
+    pub async fn open_at(
+        client: &reqwest::Client,
+        base: &str,
+        path: &str,
+        token: &str,
+        last_event_id: Option<i64>,
+    ) -> Self {
+        let mut request = client.get(format!("{base}{path}")).bearer_auth(token);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::LiveStream;
-use crate::helpers::TestApp;
+use crate::{binary::start_api, helpers::TestApp};
 
 const QUIET: Duration = Duration::from_millis(700);
 
@@ -144,25 +144,36 @@ async fn reconnecting_with_last_event_id_replays_exactly_what_was_missed(pool: P
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn two_api_processes_each_deliver_an_event_applied_once(pool: PgPool) {
-    let first = TestApp::spawn_pipeline(pool.clone(), 1).await;
-    let second = TestApp::start(pool, (*first.settings()).clone(), true).await;
-    let (vendor, alice) = first.vendor_and_customer().await;
-    first.product(&vendor, "LAMP", "40.00", 5).await;
-    let mut on_first = LiveStream::open(&first, "/api/orders/stream", &vendor.token, None).await;
-    let mut on_second = LiveStream::open(&second, "/api/orders/stream", &vendor.token, None).await;
+    // This test's api (with its worker), and the real binary beside it on the same
+    // database and exchange: each has its own queue and its own streams.
+    let app = TestApp::spawn_pipeline(pool.clone(), 1).await;
+    let other = start_api(&app, &pool, &[]).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+    let mut here = LiveStream::open(&app, "/api/orders/stream", &vendor.token, None).await;
+    let mut there = LiveStream::open_at(
+        &app.client,
+        &other.base,
+        "/api/orders/stream",
+        &vendor.token,
+        None,
+    )
+    .await;
 
-    let order = first.order_id(&alice, "LAMP", 1).await;
-    let (a, b) = (on_first.next().await, on_second.next().await);
+    let order = app.order_id(&alice, "LAMP", 1).await;
+    let (a, b) = (here.next().await, there.next().await);
     assert_eq!(
         (a.order_id(), b.order_id()),
         (order.as_str(), order.as_str())
     );
     assert_eq!(a.id, b.id, "the same event, applied once");
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM order_feed")
-        .fetch_one(&first.pool)
+        .fetch_one(&app.pool)
         .await
         .expect("count");
     assert_eq!(applied, 1);
+    assert!(here.next_within(QUIET).await.is_none());
+    assert!(there.next_within(QUIET).await.is_none(), "and only once");
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
