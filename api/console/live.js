@@ -52,6 +52,11 @@ export class LiveFeed {
       if (this.source === source) this.retry();
     };
     source.addEventListener("lagged", reconnect);
+    // The account may no longer watch: reconnecting would only be refused.
+    source.addEventListener("revoked", () => {
+      source.close();
+      this.onState("offline");
+    });
     source.onerror = reconnect;
   }
 

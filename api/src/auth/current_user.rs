@@ -16,6 +16,9 @@ use crate::{accounts, error::ApiError, state::AppState};
 pub struct CurrentUser {
     pub id: Uuid,
     pub role: Role,
+    /// The token version the caller's credentials carry; signing out everywhere or a new
+    /// password moves the user's on, voiding them.
+    pub token_version: i32,
 }
 
 const BAD_TOKEN: &str = "A valid bearer token is required.";
@@ -58,6 +61,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         Ok(CurrentUser {
             id: user.id,
             role: user.role,
+            token_version: user.token_version,
         })
     }
 }

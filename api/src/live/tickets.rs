@@ -64,5 +64,6 @@ pub async fn redeem(conn: &mut PgConnection, ticket: &str) -> sqlx::Result<Optio
         .map(|user| CurrentUser {
             id: user.id,
             role: user.role,
+            token_version: user.token_version,
         }))
 }

@@ -26,6 +26,9 @@ pub struct HttpSettings {
     pub max_streams: usize,
     /// Live order streams one user may hold open at once (tabs, devices); beyond it 429.
     pub max_streams_per_user: usize,
+    /// How often an open stream checks that its user may still watch (active, same role
+    /// and token version); one that may not is ended.
+    pub stream_recheck: Duration,
 }
 
 impl HttpSettings {
@@ -48,6 +51,12 @@ impl HttpSettings {
             trusted_proxies: trusted_proxies(&get("TRUSTED_PROXIES", ""))?,
             max_streams: parse(lookup, "STREAM_MAX_OPEN", 1_000, "a whole number")?,
             max_streams_per_user: parse(lookup, "STREAM_MAX_PER_USER", 5, "a whole number")?,
+            stream_recheck: Duration::from_secs(parse(
+                lookup,
+                "STREAM_RECHECK_SECS",
+                60,
+                "seconds",
+            )?),
         })
     }
 

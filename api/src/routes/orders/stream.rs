@@ -227,8 +227,11 @@ async fn open(
         .id(start.to_string())
         .retry(RECONNECT_AFTER)
         .data(format!(r#"{{"after":{start}}}"#));
+    let recheck = state.settings.http.stream_recheck;
     let follower = Follower {
         pool: state.pool.clone(),
+        viewer: user.clone(),
+        recheck: tokio::time::interval_at(tokio::time::Instant::now() + recheck, recheck),
         receiver,
         cursor: start,
         replaying: since.is_some(),
@@ -323,6 +326,9 @@ impl View {
 /// One stream's position: it replays from the database, then follows the hub.
 struct Follower {
     pool: PgPool,
+    viewer: CurrentUser,
+    /// When to check again that the viewer may still watch.
+    recheck: tokio::time::Interval,
     receiver: Receiver<Arc<FeedEntry>>,
     /// The newest entry this stream has passed (shown or not).
     cursor: i64,
@@ -353,7 +359,20 @@ impl Follower {
             }
         }
         loop {
-            match self.receiver.recv().await {
+            let received = tokio::select! {
+                received = self.receiver.recv() => received,
+                _ = self.recheck.tick() => {
+                    if self.may_still_watch().await {
+                        continue;
+                    }
+                    self.ended = true;
+                    let revoked = Event::default().event("revoked").data(
+                        r#"{"detail":"This account may no longer watch these orders; sign in again."}"#,
+                    );
+                    return Some(vec![revoked]);
+                }
+            };
+            match received {
                 Ok(entry) if entry.id > self.cursor => {
                     self.cursor = entry.id;
                     if let Some(event) = self.view.event(&entry) {
@@ -373,6 +392,21 @@ impl Follower {
                 Err(RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// Whether the viewer is still active, with the role and token version the stream was
+    /// opened with (a deactivation, role change or sign-out everywhere ends it). A database
+    /// that does not answer ends it too: the client resumes once it does.
+    async fn may_still_watch(&self) -> bool {
+        let check = sqlx::query_scalar::<_, bool>(
+            "SELECT is_active AND role = $2 AND token_version = $3 FROM users WHERE id = $1",
+        )
+        .bind(self.viewer.id)
+        .bind(self.viewer.role)
+        .bind(self.viewer.token_version)
+        .fetch_optional(&self.pool)
+        .await;
+        matches!(check, Ok(Some(true)))
     }
 
     async fn replay_page(&self) -> Option<Vec<FeedEntry>> {
@@ -422,9 +456,16 @@ mod tests {
     }
 
     fn follower(receiver: Receiver<Arc<FeedEntry>>) -> Follower {
+        let hour = std::time::Duration::from_secs(3600);
         Follower {
-            // Never connected: a follower that does not replay reads nothing.
+            // Never connected: a follower that does not replay or recheck reads nothing.
             pool: PgPool::connect_lazy("postgres://127.0.0.1:1/none").expect("lazy pool"),
+            viewer: CurrentUser {
+                id: Uuid::now_v7(),
+                role: common::domain::Role::Vendor,
+                token_version: 0,
+            },
+            recheck: tokio::time::interval_at(tokio::time::Instant::now() + hour, hour),
             receiver,
             cursor: 0,
             replaying: false,

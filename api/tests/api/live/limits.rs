@@ -1,6 +1,9 @@
 //! Who may open a stream, and how many: tickets for browsers, a share per user, a bound
-//! per process.
+//! per process; and a stream whose user may no longer watch is ended.
 
+use std::time::Duration;
+
+use common::domain::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -106,7 +109,42 @@ async fn streams_beyond_a_users_share_get_429_and_beyond_the_process_503(pool: P
             reopened = Some(LiveStream::from_response(response).await);
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reopened.is_some(), "a closed stream gives its slot back");
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn an_open_stream_ends_when_its_user_may_no_longer_watch(pool: PgPool) {
+    let app = TestApp::start(pool, test_settings(&[("STREAM_RECHECK_SECS", "1")]), true).await;
+    let admin = app.user(Role::Admin, "admin").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    let path = "/api/orders/stream";
+    let mut alices = LiveStream::open(&app, path, &alice.token, None).await;
+    let mut vendors = LiveStream::open(&app, path, &vendor.token, None).await;
+    let mut admins = LiveStream::open(&app, path, &admin.token, None).await;
+
+    let deactivated = app
+        .delete(&format!("/api/users/{}", alice.id), &admin.token)
+        .await;
+    assert!(deactivated.status().is_success());
+    let demoted = app
+        .put(
+            &format!("/api/users/{}", vendor.id),
+            &admin.token,
+            json!({ "role": "customer" }),
+        )
+        .await;
+    assert!(demoted.status().is_success());
+    for (who, stream) in [("deactivated", &mut alices), ("demoted", &mut vendors)] {
+        assert_eq!(stream.next_name().await, "revoked", "{who}");
+        assert!(stream.ends_within(Duration::from_secs(1)).await, "{who}");
+    }
+    assert!(
+        admins
+            .next_within(Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "a stream its user may still watch stays open"
+    );
 }

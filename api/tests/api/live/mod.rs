@@ -105,6 +105,16 @@ impl LiveStream {
         })
     }
 
+    /// The next event's name (`event:`), whatever it is.
+    pub async fn next_name(&mut self) -> String {
+        tokio::time::timeout(EXPECTED_WITHIN, self.events.next())
+            .await
+            .expect("an event arrives")
+            .expect("the stream is still open")
+            .expect("readable")
+            .event
+    }
+
     /// Whether the server ended the stream within `limit`.
     pub async fn ends_within(&mut self, limit: Duration) -> bool {
         matches!(
