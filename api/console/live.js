@@ -9,7 +9,7 @@ const KINDS = ["status_changed", "stalled", "resumed"];
 
 export class LiveFeed {
   /// Follows `path` (e.g. /api/orders/stream); `onUpdate(update)` gets each event's data,
-  /// `onState("live" | "connecting" | "offline")` the connection's state.
+  /// `onState("live" | "connecting" | "offline" | "revoked")` the connection's state.
   constructor(path, onUpdate, onState = () => {}) {
     this.path = path;
     this.onUpdate = onUpdate;
@@ -55,7 +55,7 @@ export class LiveFeed {
     // The account may no longer watch: reconnecting would only be refused.
     source.addEventListener("revoked", () => {
       source.close();
-      this.onState("offline");
+      this.onState("revoked");
     });
     source.onerror = reconnect;
   }

@@ -86,7 +86,12 @@ export async function shop(ctx) {
 /// The connection indicator every live view shows.
 export function liveIndicator() {
   const indicator = h("p", { class: "live", role: "status" }, "Connecting…");
-  const states = { live: "● Live", connecting: "Connecting…", offline: "Reconnecting…" };
+  const states = {
+    live: "● Live",
+    connecting: "Connecting…",
+    offline: "Reconnecting…",
+    revoked: "Updates stopped: this account may no longer follow them. Sign in again.",
+  };
   return { indicator, onState: (state) => (indicator.textContent = states[state]) };
 }
 
