@@ -21,7 +21,12 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::BrokerSettings, events::EventType};
+use rand::seq::SliceRandom;
+
+use crate::{
+    config::{BrokerSettings, Secret},
+    events::EventType,
+};
 
 /// Upper bound for any single broker call, so an unresponsive broker never hangs a task.
 pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -250,31 +255,52 @@ async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> anyh
     Ok(())
 }
 
-/// The broker address without credentials, safe to log.
-pub fn display_url(settings: &BrokerSettings) -> String {
-    let url = settings.url.expose();
+/// A node's address without credentials, safe to log.
+pub fn display_url(url: &Secret) -> String {
+    let url = url.expose();
     match (url.split_once("://"), url.rsplit_once('@')) {
         (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
         _ => url.to_owned(),
     }
 }
 
-/// One connection attempt, bounded in time, with an error that says how to fix it.
+/// Every node's address, safe to log.
+pub fn display_urls(settings: &BrokerSettings) -> String {
+    settings
+        .urls
+        .iter()
+        .map(display_url)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One connection attempt to each node in a shuffled order (so processes spread over a
+/// cluster, and a dead node is skipped), each bounded in time; the first that answers is
+/// used. The error says how to fix it.
 pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Connection> {
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let attempt = Connection::connect(settings.url.expose(), properties);
-    let connection = tokio::time::timeout(BROKER_CALL_TIMEOUT, attempt)
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|result| result.map_err(anyhow::Error::from))
-        .with_context(|| {
-            format!(
-                "cannot reach RabbitMQ at {}: start it with `rabbitmq-server -detached` \
-                 (or `docker compose up -d rabbitmq`) or set AMQP_URL",
-                display_url(settings)
-            )
-        })?;
-    Ok(connection)
+    let mut nodes: Vec<&Secret> = settings.urls.iter().collect();
+    nodes.shuffle(&mut rand::rng());
+    let mut last_error = anyhow::anyhow!("no broker address is set");
+    for node in nodes {
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = Connection::connect(node.expose(), properties);
+        match tokio::time::timeout(BROKER_CALL_TIMEOUT, attempt).await {
+            Ok(Ok(connection)) => {
+                tracing::info!(node = display_url(node), "{name} connected to RabbitMQ");
+                return Ok(connection);
+            }
+            Ok(Err(error)) => last_error = error.into(),
+            Err(elapsed) => last_error = elapsed.into(),
+        }
+        tracing::debug!(node = display_url(node), error = %last_error, "{name}: node unavailable");
+    }
+    Err(last_error).with_context(|| {
+        format!(
+            "cannot reach RabbitMQ at {}: start it with `rabbitmq-server -detached` \
+             (or `docker compose up -d rabbitmq`) or set AMQP_URL",
+            display_urls(settings)
+        )
+    })
 }
 
 /// Connects, retrying with exponential back-off until it succeeds or `shutdown` fires

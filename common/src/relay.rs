@@ -160,7 +160,7 @@ impl Relay {
             .await
             .context("enabling publisher confirms")?;
         self.status.set_connected(true);
-        tracing::info!(relay = self.name, broker = %broker::display_url(&self.settings.broker), "outbox relay connected");
+        tracing::info!(relay = self.name, "outbox relay connected");
         loop {
             match self.publish_round(&channel, topology).await {
                 Ok(published) if published as i64 == BATCH_SIZE => continue,

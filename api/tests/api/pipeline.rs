@@ -506,3 +506,25 @@ async fn list_totals_stay_exact_while_orders_move_between_statuses(pool: PgPool)
     assert_eq!(past["items"].as_array().map(Vec::len), Some(0));
     assert_eq!(past["total"], 1);
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn with_a_dead_node_in_amqp_url_every_connection_reaches_a_live_one(pool: PgPool) {
+    let live = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let dead = "amqp://guest:guest@127.0.0.1:1/%2f";
+    let cluster = format!("{dead},{dead},{dead},{live}");
+    let settings = crate::helpers::test_settings(&[("AMQP_URL", cluster.as_str())]);
+    // Whatever order the nodes are tried in, the live one is reached.
+    for _ in 0..10 {
+        let connection = common::broker::connect(&settings.broker, "test")
+            .await
+            .expect("a live node is reached");
+        connection.close(200, "done".into()).await.expect("close");
+    }
+    let app = TestApp::start(pool, settings, true).await;
+    app.start_workers(2);
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+    let order = app.order_id(&alice, "LAMP", 1).await;
+    app.wait_for_status(&alice.token, &order, "confirmed").await;
+}

@@ -93,7 +93,8 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    pub url: Secret,
+    /// The nodes of the broker (one, or each node of a cluster); they may hold passwords.
+    pub urls: Vec<Secret>,
     /// Topic exchange every event is published to.
     pub exchange: String,
     /// Durable quorum queue the workers consume.
@@ -208,7 +209,7 @@ impl Settings {
                 )?),
             },
             broker: BrokerSettings {
-                url: Secret::new(get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")),
+                urls: broker_urls(&get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))?,
                 exchange: get("AMQP_EXCHANGE", "orderflow"),
                 queue: get("AMQP_QUEUE", "orderflow.orders"),
             },
@@ -275,6 +276,38 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `AMQP_URL`: one node's URL, or a comma-separated list of a cluster's nodes.
+fn broker_urls(raw: &str) -> Result<Vec<Secret>, ConfigError> {
+    let urls: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Err(invalid(
+            "AMQP_URL",
+            "",
+            "one or more amqp:// or amqps:// URLs",
+        ));
+    }
+    if let Some(bad) = urls
+        .iter()
+        .find(|url| !(url.starts_with("amqp://") || url.starts_with("amqps://")))
+    {
+        // Never echo the value: it may hold a password.
+        let shown = bad.rsplit_once('@').map_or(*bad, |(_, host)| host);
+        return Err(invalid(
+            "AMQP_URL",
+            shown,
+            "amqp:// or amqps:// URLs, comma-separated for a cluster's nodes",
+        ));
+    }
+    Ok(urls
+        .into_iter()
+        .map(|url| Secret::new(url.to_owned()))
+        .collect())
 }
 
 pub(crate) fn invalid(name: &'static str, value: &str, expected: &'static str) -> ConfigError {

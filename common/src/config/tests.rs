@@ -97,3 +97,31 @@ fn the_development_key_is_allowed_only_on_loopback_in_development() {
         settings(&[("HOST", "0.0.0.0"), ("SECRET_KEY", "a-key-of-our-own")]).expect("valid");
     assert!(own_key.check_signing_key().is_ok());
 }
+
+#[test]
+fn amqp_url_takes_a_cluster_s_nodes_and_never_echoes_a_password() {
+    let cluster = settings(&[(
+        "AMQP_URL",
+        "amqp://app:s3cret@rabbit-1:5672/%2f, amqp://app:s3cret@rabbit-2:5672/%2f,,",
+    )])
+    .expect("two nodes");
+    let shown: Vec<String> = cluster
+        .broker
+        .urls
+        .iter()
+        .map(crate::broker::display_url)
+        .collect();
+    assert_eq!(
+        shown,
+        ["amqp://rabbit-1:5672/%2f", "amqp://rabbit-2:5672/%2f"]
+    );
+    let error = settings(&[("AMQP_URL", "amqp://a@h1/%2f,http://user:s3cret@h2/")])
+        .expect_err("not amqp")
+        .to_string();
+    assert!(
+        error.contains("AMQP_URL") && error.contains("h2/"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
+    assert!(settings(&[("AMQP_URL", " , ")]).is_err());
+}
