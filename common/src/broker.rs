@@ -274,10 +274,18 @@ pub fn display_urls(settings: &BrokerSettings) -> String {
         .join(", ")
 }
 
+/// A connection to one node (see [`connect_node`]).
+pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Connection> {
+    Ok(connect_node(settings, name).await?.0)
+}
+
 /// One connection attempt to each node in a shuffled order (so processes spread over a
 /// cluster, and a dead node is skipped), each bounded in time; the first that answers is
-/// used. The error says how to fix it.
-pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Connection> {
+/// used, and returned with its address (safe to log). The error says how to fix it.
+pub async fn connect_node(
+    settings: &BrokerSettings,
+    name: &str,
+) -> anyhow::Result<(Connection, String)> {
     let mut nodes: Vec<&Secret> = settings.urls.iter().collect();
     nodes.shuffle(&mut rand::rng());
     let mut last_error = anyhow::anyhow!("no broker address is set");
@@ -286,8 +294,9 @@ pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Co
         let attempt = Connection::connect(node.expose(), properties);
         match tokio::time::timeout(BROKER_CALL_TIMEOUT, attempt).await {
             Ok(Ok(connection)) => {
-                tracing::info!(node = display_url(node), "{name} connected to RabbitMQ");
-                return Ok(connection);
+                let node = display_url(node);
+                tracing::info!(node, "{name} connected to RabbitMQ");
+                return Ok((connection, node));
             }
             Ok(Err(error)) => last_error = error.into(),
             Err(elapsed) => last_error = elapsed.into(),
@@ -309,13 +318,13 @@ pub async fn connect_with_retry(
     settings: &BrokerSettings,
     name: &str,
     shutdown: &CancellationToken,
-) -> Option<Connection> {
+) -> Option<(Connection, String)> {
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(3))
         .with_jitter()
         .without_max_times();
-    let attempt = || connect(settings, name);
+    let attempt = || connect_node(settings, name);
     let retrying = attempt.retry(backoff).notify(|error, delay| {
         tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "broker unavailable");
     });
@@ -326,23 +335,24 @@ pub async fn connect_with_retry(
 }
 
 /// The reconnecting loop around a broker session: connects with back-off, runs `session`
-/// on the connection, and when it fails (the broker went away) closes what is left and
-/// starts over — until `shutdown`, when `session` is expected to return `Ok`.
+/// on the connection (and the node's address), and when it fails (the node went away)
+/// closes what is left and starts over, on whichever node answers — until `shutdown`, when
+/// `session` is expected to return `Ok`.
 pub async fn supervise<F, Session>(
     settings: &BrokerSettings,
     name: &str,
     shutdown: &CancellationToken,
     mut session: F,
 ) where
-    F: FnMut(Arc<Connection>) -> Session,
+    F: FnMut(Arc<Connection>, String) -> Session,
     Session: Future<Output = anyhow::Result<()>>,
 {
     while !shutdown.is_cancelled() {
-        let Some(connection) = connect_with_retry(settings, name, shutdown).await else {
+        let Some((connection, node)) = connect_with_retry(settings, name, shutdown).await else {
             break;
         };
         let connection = Arc::new(connection);
-        if let Err(error) = session(connection.clone()).await {
+        if let Err(error) = session(connection.clone(), node).await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "{name} lost the broker; reconnecting"

@@ -13,10 +13,7 @@
 //! never hold up good ones. Parked rows are listed and re-queued with `worker outbox`.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -53,17 +50,25 @@ const MAX_RETRY_SECS: f64 = 300.0;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const DATABASE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Whether a relay currently holds a working broker channel.
+/// The broker node a relay currently holds a working channel on, if any.
 #[derive(Debug, Clone, Default)]
-pub struct BrokerStatus(Arc<AtomicBool>);
+pub struct BrokerStatus(Arc<Mutex<Option<String>>>);
 
 impl BrokerStatus {
-    pub fn set_connected(&self, connected: bool) {
-        self.0.store(connected, Ordering::Relaxed);
+    /// `Some(node address)` once connected, `None` once the connection is lost.
+    pub fn set_node(&self, node: Option<String>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = node;
+    }
+
+    pub fn node(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn is_connected(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.node().is_some()
     }
 }
 
@@ -137,9 +142,9 @@ impl Relay {
             &self.settings.broker,
             self.name,
             &shutdown,
-            |connection| async move {
-                let ended = relay.session(&connection, topology, stop).await;
-                relay.status.set_connected(false);
+            |connection, node| async move {
+                let ended = relay.session(&connection, node, topology, stop).await;
+                relay.status.set_node(None);
                 ended
             },
         )
@@ -149,6 +154,7 @@ impl Relay {
     async fn session(
         &self,
         connection: &Connection,
+        node: String,
         topology: &Topology,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
@@ -159,8 +165,8 @@ impl Relay {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("enabling publisher confirms")?;
-        self.status.set_connected(true);
-        tracing::info!(relay = self.name, "outbox relay connected");
+        tracing::info!(relay = self.name, node, "outbox relay connected");
+        self.status.set_node(Some(node));
         loop {
             match self.publish_round(&channel, topology).await {
                 Ok(published) if published as i64 == BATCH_SIZE => continue,

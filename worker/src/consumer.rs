@@ -71,7 +71,7 @@ impl Worker {
             &self.settings.broker,
             "worker",
             &shutdown,
-            |connection| async move { worker.session(&connection, topology, stop, wake).await },
+            |connection, _node| async move { worker.session(&connection, topology, stop, wake).await },
         )
         .await;
         relay_stop.cancel();

@@ -138,7 +138,7 @@ impl Hub {
             &settings.broker,
             "live updates",
             stop,
-            |connection| async move {
+            |connection, _node| async move {
                 hub.session(&connection, pool, settings, topology, stop)
                     .await
             },

@@ -38,6 +38,8 @@ pub struct ReadyResponse {
     pub database: &'static str,
     /// `up` or `down`.
     pub broker: &'static str,
+    /// The RabbitMQ node this process publishes through (no credentials), while up.
+    pub broker_node: Option<String>,
 }
 
 #[utoipa::path(
@@ -69,10 +71,12 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<ReadyRespons
     if !database_up {
         return Err(ApiError::Unavailable("PostgreSQL is not reachable."));
     }
-    let broker_up = state.broker.is_connected();
+    let broker_node = state.broker.node();
+    let broker_up = broker_node.is_some();
     Ok(Json(ReadyResponse {
         status: if broker_up { "ready" } else { "degraded" },
         database: "up",
         broker: if broker_up { "up" } else { "down" },
+        broker_node,
     }))
 }

@@ -37,6 +37,11 @@ async fn readiness_is_200_when_database_and_broker_answer(pool: PgPool) {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["database"], "up");
     assert_eq!(body["broker"], "up");
+    let node = body["broker_node"].as_str().expect("the node in use");
+    assert!(
+        node.starts_with("amqp://") && !node.contains("guest:"),
+        "{node}"
+    );
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -58,6 +63,7 @@ async fn readiness_stays_200_but_degraded_when_only_the_broker_is_unreachable(po
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["database"], "up");
     assert_eq!(body["broker"], "down");
+    assert_eq!(body["broker_node"], Value::Null);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]

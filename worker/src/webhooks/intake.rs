@@ -45,7 +45,7 @@ impl Intake {
             &self.settings.broker,
             "webhook intake",
             &shutdown,
-            |connection| async move { intake.session(&connection, topology, stop).await },
+            |connection, _node| async move { intake.session(&connection, topology, stop).await },
         )
         .await;
     }
