@@ -79,39 +79,38 @@ impl FeedEntry {
 
 /// The entry an event announces (its `id` still 0) and its number, if it has one yet.
 fn describe(envelope: &Envelope) -> Option<(FeedEntry, Option<i64>)> {
-    let (kind, from_status, status, tracking_number, reason, customer_id, feed_id) = match envelope
-        .event_type
-    {
-        EventType::StatusChanged => {
-            let change: StatusChanged = serde_json::from_value(envelope.payload.clone()).ok()?;
-            (
-                FeedKind::StatusChanged,
-                Some(change.from),
-                change.to,
-                change.tracking_number,
-                change.reason,
-                change.customer_id?,
-                change.feed_id,
-            )
-        }
-        EventType::StallChanged => {
-            let stall: StallChanged = serde_json::from_value(envelope.payload.clone()).ok()?;
-            let kind = match stall.stalled_reason {
-                Some(_) => FeedKind::Stalled,
-                None => FeedKind::Resumed,
-            };
-            (
-                kind,
-                None,
-                stall.status,
-                None,
-                stall.stalled_reason,
-                stall.customer_id,
-                stall.feed_id,
-            )
-        }
-        _ => return None,
-    };
+    let (kind, from_status, status, tracking_number, reason, customer_id, feed_id) =
+        match envelope.event_type {
+            EventType::StatusChanged => {
+                let change = StatusChanged::deserialize(&envelope.payload).ok()?;
+                (
+                    FeedKind::StatusChanged,
+                    Some(change.from),
+                    change.to,
+                    change.tracking_number,
+                    change.reason,
+                    change.customer_id?,
+                    change.feed_id,
+                )
+            }
+            EventType::StallChanged => {
+                let stall = StallChanged::deserialize(&envelope.payload).ok()?;
+                let kind = match stall.stalled_reason {
+                    Some(_) => FeedKind::Stalled,
+                    None => FeedKind::Resumed,
+                };
+                (
+                    kind,
+                    None,
+                    stall.status,
+                    None,
+                    stall.stalled_reason,
+                    stall.customer_id,
+                    stall.feed_id,
+                )
+            }
+            _ => return None,
+        };
     let entry = FeedEntry {
         id: 0,
         order_id: envelope.order_id,
@@ -215,29 +214,39 @@ pub async fn announce(conn: &mut PgConnection, events: Vec<Envelope>) -> sqlx::R
     Ok(())
 }
 
-/// The entries after `after` that `filter` admits, oldest first, at most `limit`.
+/// The entries numbered in `(after, up_to]` within `scope`, oldest first, at most `limit`.
+/// One statement per scope, so each reads its own index whatever plan is cached.
 pub async fn after(
     conn: &mut PgConnection,
     after: i64,
-    up_to: Option<i64>,
-    filter: &Filter,
+    up_to: i64,
+    scope: Scope,
     limit: i64,
 ) -> sqlx::Result<Vec<FeedEntry>> {
-    sqlx::query_as(
-        "SELECT id, order_id, customer_id, kind, from_status, status, tracking_number,
-                actor_role, reason, created_at
-         FROM order_feed
-         WHERE id > $1 AND ($2::bigint IS NULL OR id <= $2)
-           AND ($3::uuid IS NULL OR customer_id = $3) AND ($4::uuid IS NULL OR order_id = $4)
-         ORDER BY id LIMIT $5",
-    )
-    .bind(after)
-    .bind(up_to)
-    .bind(filter.customer_id)
-    .bind(filter.order_id)
-    .bind(limit)
-    .fetch_all(conn)
-    .await
+    macro_rules! select {
+        ($condition:literal) => {
+            concat!(
+                "SELECT id, order_id, customer_id, kind, from_status, status, tracking_number,
+                        actor_role, reason, created_at
+                 FROM order_feed WHERE id > $1 AND id <= $2",
+                $condition,
+                " ORDER BY id LIMIT $3"
+            )
+        };
+    }
+    let (statement, key) = match scope {
+        Scope::Everything => (select!(""), None),
+        Scope::Customer(customer) => (select!(" AND customer_id = $4"), Some(customer)),
+        Scope::Order(order) => (select!(" AND order_id = $4"), Some(order)),
+    };
+    let query = sqlx::query_as(statement)
+        .bind(after)
+        .bind(up_to)
+        .bind(limit);
+    match key {
+        Some(key) => query.bind(key).fetch_all(conn).await,
+        None => query.fetch_all(conn).await,
+    }
 }
 
 /// The newest entry's number (0 when the feed is empty).
@@ -247,9 +256,12 @@ pub async fn newest(conn: &mut PgConnection) -> sqlx::Result<i64> {
         .await
 }
 
-/// Which entries a reader may see, as the database can select them.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub customer_id: Option<Uuid>,
-    pub order_id: Option<Uuid>,
+/// Which entries a read selects.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    Everything,
+    /// One customer's orders.
+    Customer(Uuid),
+    /// One order.
+    Order(Uuid),
 }

@@ -103,9 +103,9 @@ impl Hub {
     /// Broadcasts the entries numbered in `(after, up_to]`; returns `up_to`.
     async fn fill(&self, pool: &PgPool, mut after: i64, up_to: i64) -> sqlx::Result<i64> {
         let mut conn = pool.acquire().await?;
-        let everything = feed::Filter::default();
         while after < up_to {
-            let page = feed::after(&mut conn, after, Some(up_to), &everything, FILL_PAGE).await?;
+            let page =
+                feed::after(&mut conn, after, up_to, feed::Scope::Everything, FILL_PAGE).await?;
             let full = page.len() as i64 == FILL_PAGE;
             for entry in page {
                 after = entry.id;

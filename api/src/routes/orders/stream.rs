@@ -143,12 +143,8 @@ pub async fn stream_orders(
     headers: HeaderMap,
     AppQuery(params): AppQuery<StreamParams>,
 ) -> ApiResult<Response> {
-    let view = View {
-        customer: (!user.role.is_staff()).then_some(user.id),
-        order_id: None,
-        status: params.status,
-    };
-    open(state, &user, view, resume_point(&headers, params.since)?).await
+    let since = resume_point(&headers, params.since)?;
+    open(state, &user, View::new(&user, None, params.status), since).await
 }
 
 #[utoipa::path(
@@ -173,11 +169,7 @@ pub async fn stream_order(
 ) -> ApiResult<Response> {
     let since = resume_point(&headers, params.since)?;
     let order = find_visible(&mut *state.pool.acquire().await?, id, &user).await?;
-    let view = View {
-        customer: (!user.role.is_staff()).then_some(user.id),
-        order_id: Some(order.id),
-        status: params.status,
-    };
+    let view = View::new(&user, Some(order.id), params.status);
     open(state, &user, view, since).await
 }
 
@@ -267,10 +259,20 @@ struct View {
 }
 
 impl View {
-    fn database_filter(&self) -> feed::Filter {
-        feed::Filter {
-            customer_id: self.customer,
-            order_id: self.order_id,
+    fn new(viewer: &CurrentUser, order_id: Option<Uuid>, status: Option<OrderStatus>) -> Self {
+        Self {
+            customer: (!viewer.role.is_staff()).then_some(viewer.id),
+            order_id,
+            status,
+        }
+    }
+
+    /// The rows a replay reads (what `shows` then narrows down).
+    fn scope(&self) -> feed::Scope {
+        match (self.order_id, self.customer) {
+            (Some(order), _) => feed::Scope::Order(order),
+            (None, Some(customer)) => feed::Scope::Customer(customer),
+            (None, None) => feed::Scope::Everything,
         }
     }
 
@@ -415,8 +417,8 @@ impl Follower {
             feed::after(
                 &mut conn,
                 self.cursor,
-                None,
-                &self.view.database_filter(),
+                i64::MAX,
+                self.view.scope(),
                 REPLAY_PAGE,
             )
             .await

@@ -131,6 +131,19 @@ async fn reconnecting_with_last_event_id_replays_exactly_what_was_missed(pool: P
     assert_eq!(delivered.status(), "delivered");
     assert!(delivered.id > shipped.id, "then live, after the replay");
 
+    // A customer's replay reads their own orders only, the same events.
+    let mut alices =
+        LiveStream::open(&app, "/api/orders/stream", &alice.token, Some(confirmed.id)).await;
+    let replayed: Vec<i64> = [
+        alices.next().await,
+        alices.next().await,
+        alices.next().await,
+    ]
+    .iter()
+    .map(|u| u.id)
+    .collect();
+    assert_eq!(replayed, [processing.id, shipped.id, delivered.id]);
+
     // `?since=` does the same for clients that cannot set the header.
     let mut again = LiveStream::open(
         &app,
