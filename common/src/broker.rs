@@ -3,12 +3,15 @@
 //! ```text
 //! relays ─────▶ <exchange> (topic) ──order.created / *_requested──▶ <queue> (quorum) ──▶ workers
 //!                    ▲                                                    │ delivery limit
-//!   <exchange>.retry.<N>ms ─▶ <queue>.retry.<N>ms (TTL N, back) ◀─────────┤ early / transient
+//!   <exchange>.delay.<N>ms ─▶ <queue>.delay.<N>ms (TTL N, back) ◀─────────┤ early / transient
 //!                                                                         ▼
 //!                                 <exchange>.dead ─▶ <queue>.dead (operators re-drive)
 //!
 //! <exchange> ──order.created / order.status_changed──▶ <queue>.webhooks ──▶ webhook intake
 //! ```
+//!
+//! Every queue that holds work, waiting retries or dead letters is a quorum queue, so on a
+//! cluster it survives the loss of a minority of nodes (see "Running at scale" in README).
 
 use std::{sync::Arc, time::Duration};
 
@@ -40,8 +43,8 @@ pub const RETRY_TIERS_MS: [u64; 10] = [
     50, 100, 200, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000,
 ];
 
-/// One delay: a fanout exchange into a queue whose messages return to the main exchange,
-/// with their routing key, after `delay`.
+/// One delay: a fanout exchange into a quorum queue whose messages return to the main
+/// exchange, with their routing key, after `delay`.
 #[derive(Debug, Clone)]
 pub struct RetryTier {
     pub delay: Duration,
@@ -71,8 +74,8 @@ impl Topology {
                 .iter()
                 .map(|ms| RetryTier {
                     delay: Duration::from_millis(*ms),
-                    exchange: format!("{}.retry.{ms}ms", settings.exchange),
-                    queue: format!("{}.retry.{ms}ms", settings.queue),
+                    exchange: format!("{}.delay.{ms}ms", settings.exchange),
+                    queue: format!("{}.delay.{ms}ms", settings.queue),
                 })
                 .collect(),
             dead_letter_exchange: format!("{}.dead", settings.exchange),
@@ -151,30 +154,22 @@ impl Topology {
         }
 
         let mut work = quorum_arguments();
-        work.insert(
-            "x-dead-letter-exchange".into(),
-            string(&self.dead_letter_exchange),
-        );
+        dead_letter_at_least_once(&mut work, &self.dead_letter_exchange);
         // RabbitMQ 3.x has no default delivery limit; without one a poison message loops forever.
         work.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongInt(i32::try_from(delivery_limit).unwrap_or(i32::MAX)),
         );
-        // Dead-lettering by the broker (delivery limit reached) is at-most-once by default:
-        // a message could be dropped on its way to the dead-letter queue. At-least-once
-        // needs the reject-publish overflow mode.
-        work.insert("x-dead-letter-strategy".into(), string("at-least-once"));
-        work.insert("x-overflow".into(), string("reject-publish"));
         declare_queue(channel, &self.queue, work).await?;
         for event in EventType::COMMANDS {
             bind(channel, &self.queue, &self.exchange, event.routing_key()).await?;
         }
 
         // Messages wait out their tier's TTL, then dead-letter back to the main exchange with
-        // their routing key.
+        // their routing key. Quorum queues, so a waiting retry survives the loss of a node.
         for tier in &self.retry_tiers {
-            let mut retry = FieldTable::default();
-            retry.insert("x-dead-letter-exchange".into(), string(&self.exchange));
+            let mut retry = quorum_arguments();
+            dead_letter_at_least_once(&mut retry, &self.exchange);
             retry.insert(
                 "x-message-ttl".into(),
                 AMQPValue::LongInt(i32::try_from(tier.delay.as_millis()).unwrap_or(i32::MAX)),
@@ -219,6 +214,14 @@ fn quorum_arguments() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), string("quorum"));
     args
+}
+
+/// Dead-letters to `exchange`. The broker's dead-lettering is at-most-once by default: a
+/// message could be dropped on its way. At-least-once needs the reject-publish overflow mode.
+fn dead_letter_at_least_once(args: &mut FieldTable, exchange: &str) {
+    args.insert("x-dead-letter-exchange".into(), string(exchange));
+    args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+    args.insert("x-overflow".into(), string("reject-publish"));
 }
 
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> anyhow::Result<()> {
