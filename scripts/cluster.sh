@@ -13,6 +13,7 @@
 #   scripts/cluster.sh freeze N       SIGSTOP node N's VM: it holds connections but answers nothing
 #   scripts/cluster.sh thaw N         SIGCONT it
 #   scripts/cluster.sh leader QUEUE   the number of the node leading quorum queue QUEUE
+#   scripts/cluster.sh connections N  the names of the client connections node N holds
 set -euo pipefail
 dir="${CLUSTER_DIR:-/tmp/orderflow-cluster}"
 nodes=(1 2 3)
@@ -109,13 +110,19 @@ thaw() { local vm; vm="$(pid "$1")"; [ -z "$vm" ] || kill -CONT "$vm" 2>/dev/nul
 leader() {
   for n in "${nodes[@]}"; do
     local found
-    found="$(ctl "$n" list_queues name leader 2>/dev/null | awk -v q="$2" '$1 == q { print $2 }')" || continue
+    found="$(ctl "$n" list_queues name leader 2>/dev/null | awk -v q="$1" '$1 == q { print $2 }')" || continue
     [ -n "$found" ] || continue
     echo "${found#orderflow-c}" | cut -d@ -f1
     return 0
   done
-  echo "no node answers for queue $2" >&2
+  echo "no node answers for queue $1" >&2
   return 1
+}
+
+connections() {
+  ctl "$1" list_connections pid client_properties \
+    | grep "^<$(name "$1")\." \
+    | sed -n 's/.*{"connection_name","\([^"]*\)"}.*/\1/p'
 }
 
 case "${1:-}" in
@@ -128,5 +135,6 @@ case "${1:-}" in
   freeze) kill -STOP "$(pid "$2")" ;;
   thaw) thaw "$2" ;;
   leader) leader "$2" ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  connections) connections "$2" ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

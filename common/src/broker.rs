@@ -35,6 +35,9 @@ use crate::{
 pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a lost session before reconnecting, so a flapping broker is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+/// How long closing a session's connection may take. A live node answers in milliseconds; a
+/// frozen or partitioned one never does, and waiting longer would only delay the failover.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The waits a retried message can take, one queue each. Every message in a queue has the
 /// same TTL, so they expire in arrival order and a short wait never sits behind a long one
@@ -362,8 +365,7 @@ pub async fn supervise<F, Session>(
             );
             tokio::time::sleep(RECONNECT_PAUSE).await;
         }
-        let _ = tokio::time::timeout(BROKER_CALL_TIMEOUT, connection.close(200, "closing".into()))
-            .await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "closing".into())).await;
     }
     tracing::info!("{name} stopped");
 }

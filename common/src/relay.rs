@@ -116,6 +116,9 @@ struct RoundResult {
     failed: Vec<Failure>,
     /// Claimed but not resolved when the channel failed: handed back untouched.
     unresolved: Vec<i64>,
+    /// How many of `unresolved` were published but never confirmed: the broker may or may
+    /// not have them, so they go out again (consumers drop the duplicate, if any).
+    unconfirmed: usize,
     broker_error: Option<anyhow::Error>,
 }
 
@@ -305,6 +308,14 @@ impl Relay {
             }
             metrics::counter!("orderflow_outbox_parked_total").increment(parked.len() as u64);
         }
+        if result.unconfirmed > 0 {
+            tracing::warn!(
+                unconfirmed = result.unconfirmed,
+                "published messages got no confirm; they will be published again"
+            );
+            metrics::counter!("orderflow_outbox_unconfirmed_total")
+                .increment(result.unconfirmed as u64);
+        }
         if !result.unresolved.is_empty() {
             sqlx::query(
                 "UPDATE outbox SET next_attempt_at = now() WHERE id = ANY($1) AND published_at IS NULL",
@@ -348,6 +359,7 @@ async fn publish_batch(channel: &Channel, topology: &Topology, rows: &[ClaimedRo
     for (id, confirm) in confirms {
         if result.broker_error.is_some() {
             result.unresolved.push(id);
+            result.unconfirmed += 1;
             continue;
         }
         let refused = |reason| Failure {
@@ -369,10 +381,12 @@ async fn publish_batch(channel: &Channel, topology: &Topology, rows: &[ClaimedRo
             }
             Ok(Err(error)) => {
                 result.unresolved.push(id);
+                result.unconfirmed += 1;
                 result.broker_error = Some(error.into());
             }
             Err(_) => {
                 result.unresolved.push(id);
+                result.unconfirmed += 1;
                 result.broker_error = Some(anyhow::anyhow!("no publisher confirm in time"));
             }
         }

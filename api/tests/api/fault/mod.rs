@@ -2,6 +2,7 @@
 //! messages, outbound email and webhooks interrupted. These tests stop shared services, so `scripts/test.sh` runs them on their own,
 //! one at a time, after the rest of the suite. Every loop is bounded; all traffic is loopback.
 
+mod cluster;
 mod outbound;
 mod services;
 
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{TestApp, TestUser, assert_problem, order_body, wait_until};
-use services::{BrokerOutage, DatabaseOutage, WorkerProcess};
+use services::{BrokerOutage, DatabaseOutage, WorkerLog, WorkerProcess, worker_log};
 
 async fn scalar(pool: &PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql)
@@ -98,7 +99,7 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
     const ORDERS: usize = 1000;
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let alice = shop(&app, 5000).await;
-    let log = std::env::temp_dir().join(format!("{}.log", app.settings().broker.queue));
+    let log = worker_log(&app);
     let mut workers: Vec<Option<WorkerProcess>> = (0..3)
         .map(|_| Some(WorkerProcess::start(&app, &pool, &log)))
         .collect();
@@ -154,22 +155,12 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
     let worker = workers[0].take().expect("worker");
     let status = worker.terminate().await;
     assert!(status.success(), "worker exited with {status}");
-    // What the workers saw: deliveries the broker flagged as redelivered, and deliveries
-    // that found their effect already committed.
-    let lines = std::fs::read_to_string(&log).expect("worker log");
-    let handled: Vec<Value> = lines
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    let redelivered = handled.iter().filter(|l| l["redelivered"] == true).count();
-    let duplicates = handled
-        .iter()
-        .filter(|l| l["outcome"].as_str() == Some("Duplicate"))
-        .count();
+    let seen = WorkerLog::read(&log);
     let _ = std::fs::remove_file(&log);
     eprintln!(
-        "fault 1: {ORDERS} orders, {kills} SIGKILLs, {redelivered} redeliveries seen, {duplicates} duplicates dropped; \
-         all confirmed exactly once in {drained:?}"
+        "fault 1: {ORDERS} orders, {kills} SIGKILLs, {} redeliveries seen, {} duplicates dropped; \
+         all confirmed exactly once in {drained:?}",
+        seen.redelivered, seen.duplicates
     );
 }
 
@@ -329,6 +320,15 @@ async fn a_message_delivered_three_times_has_one_effect(pool: PgPool) {
     assert_eq!(scalar(&pool, "SELECT count(*) FROM notifications").await, 1);
 }
 
+/// A counter or sum of this process's metrics (0 when never recorded).
+fn metric_value(name: &str) -> f64 {
+    common::metrics::handle()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn stats(app: &TestApp) -> Value {
     serde_json::to_value(
         worker::ops::stats(&app.pool, &app.settings())
@@ -428,19 +428,13 @@ async fn a_bad_command_in_a_batch_fails_only_itself(pool: PgPool) {
         app.stock_of("BULK").await,
         (100 - ORDERS as i32, ORDERS as i32)
     );
-    let scrape = common::metrics::handle().render();
-    let value = |name: &str| -> f64 {
-        scrape
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
     assert!(
-        value("orderflow_worker_batch_size_sum") > value("orderflow_worker_batch_size_count"),
-        "queued commands were taken in batches:\n{scrape}"
+        metric_value("orderflow_worker_batch_size_sum")
+            > metric_value("orderflow_worker_batch_size_count"),
+        "queued commands were taken in batches"
     );
     assert!(
-        value("orderflow_worker_batch_fallbacks_total") >= 1.0,
+        metric_value("orderflow_worker_batch_fallbacks_total") >= 1.0,
         "the batch holding the ghost was applied again one by one"
     );
 }

@@ -6,6 +6,7 @@ use std::{
     time::Duration,
 };
 
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
@@ -84,6 +85,36 @@ impl WorkerProcess {
             .await
             .expect("worker exits after SIGTERM")
             .expect("exit status")
+    }
+}
+
+/// Where this test's worker processes write their JSON log lines.
+pub fn worker_log(app: &TestApp) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.log", app.settings().broker.queue))
+}
+
+/// What the workers saw, from their log lines about handled messages.
+pub struct WorkerLog {
+    /// Deliveries the broker flagged as redelivered.
+    pub redelivered: usize,
+    /// Deliveries that found their effect already committed (the inbox dropped them).
+    pub duplicates: usize,
+}
+
+impl WorkerLog {
+    pub fn read(log: &Path) -> Self {
+        let lines = std::fs::read_to_string(log).expect("worker log");
+        let handled: Vec<Value> = lines
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        Self {
+            redelivered: handled.iter().filter(|l| l["redelivered"] == true).count(),
+            duplicates: handled
+                .iter()
+                .filter(|l| l["outcome"].as_str() == Some("Duplicate"))
+                .count(),
+        }
     }
 }
 
