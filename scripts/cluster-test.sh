@@ -24,7 +24,7 @@ cargo nextest run -p api --no-fail-fast --test-threads 1 --run-ignored only \
 
 echo
 {
-  printf 'scenario\torders\tfaults\tredeliveries\tduplicates dropped\tapi republished (no confirm)\tlongest pause\trecovered after\ttotal\n'
+  printf 'scenario\twork\tfaults\tredeliveries\tduplicates dropped\tapi republished (no confirm)\tlongest pause\trecovered after\ttotal\n'
   cat "$report"
 } | column -t -s $'\t'
 rm -f "$report"

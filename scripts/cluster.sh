@@ -74,7 +74,8 @@ start() {
     local node="$dir/c$n"
     mkdir -p "$node/mnesia" "$node/log"
     free_port > "$node/port"
-    printf 'listeners.tcp.local = 127.0.0.1:%s\n' "$(port "$n")" > "$node/rabbitmq.conf"
+    printf 'listeners.tcp.local = 127.0.0.1:%s\ncluster_partition_handling = pause_minority\n' \
+      "$(port "$n")" > "$node/rabbitmq.conf"
     : > "$node/rabbitmq-env.conf"
     echo '[].' > "$node/enabled_plugins"
   done
@@ -120,9 +121,9 @@ leader() {
 }
 
 connections() {
-  ctl "$1" list_connections pid client_properties \
-    | grep "^<$(name "$1")\." \
-    | sed -n 's/.*{"connection_name","\([^"]*\)"}.*/\1/p'
+  local listed
+  listed="$(ctl "$1" list_connections pid client_properties)"
+  grep "^<$(name "$1")\." <<<"$listed" | sed -n 's/.*{"connection_name","\([^"]*\)"}.*/\1/p' || true
 }
 
 case "${1:-}" in

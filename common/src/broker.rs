@@ -21,6 +21,7 @@ use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
+    uri::AMQPUri,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,7 @@ pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a lost session before reconnecting, so a flapping broker is not hammered.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// How long closing a session's connection may take. A live node answers in milliseconds; a
-/// frozen or partitioned one never does, and waiting longer would only delay the failover.
+/// frozen or partitioned one never does.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The waits a retried message can take, one queue each. Every message in a queue has the
@@ -282,22 +283,32 @@ pub fn display_urls(settings: &BrokerSettings) -> String {
 
 /// A connection to one node (see [`connect_node`]).
 pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Connection> {
-    Ok(connect_node(settings, name).await?.0)
+    Ok(connect_node(settings, name, None).await?.0)
 }
 
 /// One connection attempt to each node in a shuffled order (so processes spread over a
 /// cluster, and a dead node is skipped), each bounded in time; the first that answers is
-/// used, and returned with its address (safe to log). The error says how to fix it.
+/// used, and returned with its address (safe to log). `lost`, the node a session was just
+/// lost on, is tried last: if it froze, a try would cost a whole timeout. The error says
+/// how to fix it.
 pub async fn connect_node(
     settings: &BrokerSettings,
     name: &str,
+    lost: Option<&str>,
 ) -> anyhow::Result<(Connection, String)> {
     let mut nodes: Vec<&Secret> = settings.urls.iter().collect();
     nodes.shuffle(&mut rand::rng());
+    nodes.sort_by_key(|node| lost.is_some_and(|lost| display_url(node) == lost));
     let mut last_error = anyhow::anyhow!("no broker address is set");
     for node in nodes {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let attempt = Connection::connect(node.expose(), properties);
+        let Ok(mut uri) = node.expose().parse::<AMQPUri>() else {
+            // The parser's message may quote the URL, password included.
+            last_error = anyhow::anyhow!("{} is not a valid AMQP URL", display_url(node));
+            continue;
+        };
+        uri.query.heartbeat.get_or_insert(settings.heartbeat_secs);
+        let attempt = Connection::connect_uri(uri, properties);
         match tokio::time::timeout(BROKER_CALL_TIMEOUT, attempt).await {
             Ok(Ok(connection)) => {
                 let node = display_url(node);
@@ -320,9 +331,10 @@ pub async fn connect_node(
 
 /// Connects, retrying with exponential back-off until it succeeds or `shutdown` fires
 /// (then `None`). Each failure is logged once with its fix.
-pub async fn connect_with_retry(
+async fn connect_with_retry(
     settings: &BrokerSettings,
     name: &str,
+    lost: Option<&str>,
     shutdown: &CancellationToken,
 ) -> Option<(Connection, String)> {
     let backoff = ExponentialBuilder::default()
@@ -330,7 +342,7 @@ pub async fn connect_with_retry(
         .with_max_delay(Duration::from_secs(3))
         .with_jitter()
         .without_max_times();
-    let attempt = || connect_node(settings, name);
+    let attempt = || connect_node(settings, name, lost);
     let retrying = attempt.retry(backoff).notify(|error, delay| {
         tracing::warn!(error = format!("{error:#}"), retry_in = ?delay, "broker unavailable");
     });
@@ -342,8 +354,8 @@ pub async fn connect_with_retry(
 
 /// The reconnecting loop around a broker session: connects with back-off, runs `session`
 /// on the connection (and the node's address), and when it fails (the node went away)
-/// closes what is left and starts over, on whichever node answers — until `shutdown`, when
-/// `session` is expected to return `Ok`.
+/// starts over on whichever other node answers — until `shutdown`, when `session` is
+/// expected to return `Ok`.
 pub async fn supervise<F, Session>(
     settings: &BrokerSettings,
     name: &str,
@@ -353,19 +365,38 @@ pub async fn supervise<F, Session>(
     F: FnMut(Arc<Connection>, String) -> Session,
     Session: Future<Output = anyhow::Result<()>>,
 {
+    let mut lost = None;
     while !shutdown.is_cancelled() {
-        let Some((connection, node)) = connect_with_retry(settings, name, shutdown).await else {
+        let Some((connection, node)) =
+            connect_with_retry(settings, name, lost.as_deref(), shutdown).await
+        else {
             break;
         };
         let connection = Arc::new(connection);
-        if let Err(error) = session(connection.clone(), node).await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "{name} lost the broker; reconnecting"
-            );
-            tokio::time::sleep(RECONNECT_PAUSE).await;
+        match session(connection.clone(), node.clone()).await {
+            Ok(()) => {
+                let _ =
+                    tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "closing".into()))
+                        .await;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    node,
+                    "{name} lost the broker; reconnecting"
+                );
+                // A frozen node never answers a close: close in the background, fail over now.
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        CLOSE_TIMEOUT,
+                        connection.close(200, "closing".into()),
+                    )
+                    .await;
+                });
+                lost = Some(node);
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+            }
         }
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "closing".into())).await;
     }
     tracing::info!("{name} stopped");
 }

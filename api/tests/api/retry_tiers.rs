@@ -13,7 +13,8 @@ use worker::republish;
 
 use crate::helpers::TestApp;
 
-async fn get(channel: &Channel, queue: &str) -> Option<Delivery> {
+/// One message off `queue`, unacknowledged, if any.
+pub async fn get(channel: &Channel, queue: &str) -> Option<Delivery> {
     channel
         .basic_get(queue.into(), BasicGetOptions { no_ack: false })
         .await

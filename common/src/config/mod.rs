@@ -95,6 +95,9 @@ pub struct DatabaseSettings {
 pub struct BrokerSettings {
     /// The nodes of the broker (one, or each node of a cluster); they may hold passwords.
     pub urls: Vec<Secret>,
+    /// Heartbeat interval proposed on every connection whose URL sets none (0: off). A node
+    /// that froze or was cut off is noticed after two silent intervals.
+    pub heartbeat_secs: u16,
     /// Topic exchange every event is published to.
     pub exchange: String,
     /// Durable quorum queue the workers consume.
@@ -210,6 +213,7 @@ impl Settings {
             },
             broker: BrokerSettings {
                 urls: broker_urls(&get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))?,
+                heartbeat_secs: parse(&lookup, "AMQP_HEARTBEAT_SECS", 10, "seconds")?,
                 exchange: get("AMQP_EXCHANGE", "orderflow"),
                 queue: get("AMQP_QUEUE", "orderflow.orders"),
             },
@@ -292,10 +296,10 @@ fn broker_urls(raw: &str) -> Result<Vec<Secret>, ConfigError> {
             "one or more amqp:// or amqps:// URLs",
         ));
     }
-    if let Some(bad) = urls
-        .iter()
-        .find(|url| !(url.starts_with("amqp://") || url.starts_with("amqps://")))
-    {
+    if let Some(bad) = urls.iter().find(|url| {
+        !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+            || url.parse::<lapin::uri::AMQPUri>().is_err()
+    }) {
         // Never echo the value: it may hold a password.
         let shown = bad.rsplit_once('@').map_or(*bad, |(_, host)| host);
         return Err(invalid(

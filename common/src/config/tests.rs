@@ -124,4 +124,19 @@ fn amqp_url_takes_a_cluster_s_nodes_and_never_echoes_a_password() {
     );
     assert!(!error.contains("s3cret"), "{error}");
     assert!(settings(&[("AMQP_URL", " , ")]).is_err());
+    let error = settings(&[("AMQP_URL", "amqp://app:s3cret@h3:notaport/%2f")])
+        .expect_err("no port")
+        .to_string();
+    assert!(
+        error.contains("AMQP_URL") && !error.contains("s3cret"),
+        "{error}"
+    );
+}
+
+#[test]
+fn connections_propose_a_heartbeat_unless_told_otherwise() {
+    assert_eq!(settings(&[]).expect("defaults").broker.heartbeat_secs, 10);
+    let off = settings(&[("AMQP_HEARTBEAT_SECS", "0")]).expect("off");
+    assert_eq!(off.broker.heartbeat_secs, 0);
+    assert!(settings(&[("AMQP_HEARTBEAT_SECS", "-1")]).is_err());
 }

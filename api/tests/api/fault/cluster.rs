@@ -9,19 +9,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::domain::Role;
+use common::{
+    broker::{self, Topology},
+    domain::Role,
+};
 use futures_util::{StreamExt, stream};
+use lapin::{
+    BasicProperties,
+    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions},
+};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use worker::republish;
 
 use super::{
     metric_value, orders_not_confirmed_exactly_once, place_orders, scalar,
     services::{WorkerLog, WorkerProcess, worker_log},
     shop, stats, wait_until_none_pending,
 };
-use crate::helpers::{TestApp, order_body, wait_until};
+use crate::{
+    helpers::{TestApp, order_body, wait_until},
+    retry_tiers::get,
+};
 
 /// The local cluster of `scripts/cluster.sh`; its nodes are numbered 1 to 3. Every call
 /// runs the script as a child process, so the test's runtime keeps serving meanwhile.
@@ -219,26 +230,29 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One row of the suite's table.
 struct Row {
     scenario: &'static str,
-    orders: usize,
+    /// What flowed through the fault.
+    work: String,
     faults: String,
-    seen: WorkerLog,
+    /// What the worker processes saw, when the scenario runs any.
+    seen: Option<WorkerLog>,
     recovery: Recovery,
     total: Duration,
 }
 
 impl Row {
-    /// Prints the row and appends it to `CLUSTER_REPORT`, tab-separated: scenario, orders,
+    /// Prints the row and appends it to `CLUSTER_REPORT`, tab-separated: scenario, work,
     /// faults, redeliveries, duplicates dropped, publishes republished for want of a
     /// confirm (the api's relay), longest pause, recovered after (from the fault), total time.
     fn report(self) {
         let republished = metric_value("orderflow_outbox_unconfirmed_total");
+        let (redelivered, duplicates) = self.seen.map_or(("-".into(), "-".into()), |seen| {
+            (seen.redelivered.to_string(), seen.duplicates.to_string())
+        });
         let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{republished}\t{:.1} s\t{:.1} s\t{:.1} s",
+            "{}\t{}\t{}\t{redelivered}\t{duplicates}\t{republished}\t{:.1} s\t{:.1} s\t{:.1} s",
             self.scenario,
-            self.orders,
+            self.work,
             self.faults,
-            self.seen.redelivered,
-            self.seen.duplicates,
             self.recovery.pause.as_secs_f64(),
             self.recovery.resumed.as_secs_f64(),
             self.total.as_secs_f64()
@@ -339,9 +353,9 @@ async fn killing_the_work_queue_leader_loses_no_order(pool: PgPool) {
     );
     Row {
         scenario: "leader killed",
-        orders: ORDERS,
+        work: format!("{ORDERS} orders"),
         faults,
-        seen: WorkerLog::read(&log),
+        seen: Some(WorkerLog::read(&log)),
         recovery,
         total,
     }
@@ -448,9 +462,9 @@ async fn a_node_restarted_while_status_changes_flow_keeps_every_timeline_in_orde
     );
     Row {
         scenario: "node restarted",
-        orders: ORDERS,
+        work: format!("{ORDERS} orders"),
         faults,
-        seen: WorkerLog::read(&log),
+        seen: Some(WorkerLog::read(&log)),
         recovery,
         total,
     }
@@ -459,13 +473,17 @@ async fn a_node_restarted_while_status_changes_flow_keeps_every_timeline_in_orde
 }
 
 /// Orders placed at a steady pace while the node the api publishes through is frozen
-/// (SIGSTOP) for 12 s: its publisher confirms never come, so the relay treats those
-/// publishes as unknown, reconnects to another node and publishes them again. Any copy the
-/// frozen node delivers once thawed is dropped by the workers' inbox.
+/// (SIGSTOP) for 12 s. Its publisher confirms never come, so after `BROKER_CALL_TIMEOUT`
+/// (10 s) the relay treats those publishes as unknown, reconnects to another node and
+/// publishes them again; any copy the frozen node delivers once thawed is dropped by the
+/// workers' inbox. (The flow itself waits for the thaw when the frozen node leads the work
+/// queue, as the api's node usually does: RabbitMQ elects no new leader while the frozen
+/// node still counts as up, for `net_ticktime`, 60 s by default.)
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 #[ignore = "needs the local cluster: scripts/cluster-test.sh"]
 async fn publishes_left_unconfirmed_are_republished_without_a_double_effect(pool: PgPool) {
     const ORDERS: usize = 400;
+    const FREEZE: Duration = Duration::from_secs(12);
     let app = TestApp::spawn_with_broker(pool.clone()).await;
     let alice = shop(&app, 1000).await;
     let log = worker_log(&app);
@@ -496,7 +514,7 @@ async fn publishes_left_unconfirmed_are_republished_without_a_double_effect(pool
         let node = Cluster::node_at(&address);
         let frozen = Cluster::take_down(&node, "freeze").await;
         let frozen_at = frozen.at;
-        tokio::time::sleep(Duration::from_secs(12)).await;
+        tokio::time::sleep(FREEZE).await;
         let faults = frozen.describe("SIGSTOP for 12 s of the api's node");
         frozen.bring_back().await;
         (faults, frozen_at)
@@ -527,21 +545,122 @@ async fn publishes_left_unconfirmed_are_republished_without_a_double_effect(pool
         metric_value("orderflow_outbox_unconfirmed_total") >= 1.0,
         "the relay saw publishes go unconfirmed and sent them again"
     );
-    // The relay gives up on a confirm after BROKER_CALL_TIMEOUT (10 s), then fails over.
     let recovery = progress.recovery(frozen_at);
     assert!(
-        recovery.resumed < Duration::from_secs(20),
+        recovery.resumed < FREEZE + Duration::from_secs(10),
         "confirmations resumed {:?} after the freeze",
         recovery.resumed
     );
     Row {
         scenario: "node frozen",
-        orders: ORDERS,
+        work: format!("{ORDERS} orders"),
         faults,
-        seen: WorkerLog::read(&log),
+        seen: Some(WorkerLog::read(&log)),
         recovery,
         total,
     }
     .report();
     let _ = std::fs::remove_file(&log);
+}
+
+/// A retry waiting in a delay queue when the node leading that queue (and the work queue)
+/// is killed comes back to the work queue all the same, while the node is still down: the
+/// delay queues are quorum queues too.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+#[ignore = "needs the local cluster: scripts/cluster-test.sh"]
+async fn a_retry_waiting_in_a_delay_queue_survives_losing_its_leader(pool: PgPool) {
+    const WAIT: Duration = Duration::from_secs(4);
+    let mut app = TestApp::spawn(pool).await;
+    app.clean_up_broker_on_drop();
+    let settings = app.settings();
+    let topology = Topology::new(&settings.broker);
+    let started = Instant::now();
+    let connection = broker::connect(&settings.broker, "cluster-test")
+        .await
+        .expect("broker");
+    let channel = topology
+        .open_channel(&connection, settings.worker.max_attempts)
+        .await
+        .expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    channel
+        .basic_publish(
+            topology.exchange.as_str().into(),
+            "order.created".into(),
+            BasicPublishOptions::default(),
+            b"waiting",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let delivery = get(&channel, &topology.queue).await.expect("the message");
+    republish::retry_later(&channel, &topology, &delivery, WAIT)
+        .await
+        .expect("retry");
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    let due = Instant::now() + WAIT;
+    let _ = channel.close(200, "done".into()).await;
+    let _ = connection.close(200, "done".into()).await;
+
+    let tier = &topology.retry_tier(WAIT).queue;
+    let leader = Cluster::leader(tier).await;
+    let down = Cluster::take_down(&leader, "kill").await;
+    // Read through a surviving node while the killed one stays down. Until the queue has a
+    // new leader, the broker answers a get with an error that closes the connection.
+    let (connection, channel, back) = loop {
+        assert!(
+            down.at.elapsed() < Duration::from_secs(30),
+            "the retry never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(connection) = broker::connect(&settings.broker, "cluster-test").await else {
+            continue;
+        };
+        let channel = connection.create_channel().await.expect("channel");
+        let got = channel
+            .basic_get(
+                topology.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await;
+        match got {
+            Ok(Some(message)) => break (connection, channel, message.delivery),
+            Ok(None) => {}
+            Err(error) => eprintln!("get failed, trying again: {error}"),
+        }
+        let _ = connection.close(200, "again".into()).await;
+    };
+    let arrived = Instant::now();
+    assert_eq!(back.data, b"waiting");
+    assert_eq!(republish::retries(&back), 1);
+    back.acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    let _ = channel.close(200, "done".into()).await;
+    let _ = connection.close(200, "done".into()).await;
+    let faults = down.describe("kill -9 of the delay queue's (and work queue's) leader");
+    let recovery = Recovery {
+        pause: arrived.saturating_duration_since(due),
+        resumed: arrived - down.at,
+    };
+    down.bring_back().await;
+    Row {
+        scenario: "delay queue leader killed",
+        work: format!("1 retry waiting {} s", WAIT.as_secs()),
+        faults,
+        seen: None,
+        recovery,
+        total: started.elapsed(),
+    }
+    .report();
 }
