@@ -476,9 +476,9 @@ async fn a_node_restarted_while_status_changes_flow_keeps_every_timeline_in_orde
 /// (SIGSTOP) for 12 s. Its publisher confirms never come, so after `BROKER_CALL_TIMEOUT`
 /// (10 s) the relay treats those publishes as unknown, reconnects to another node and
 /// publishes them again; any copy the frozen node delivers once thawed is dropped by the
-/// workers' inbox. (The flow itself waits for the thaw when the frozen node leads the work
-/// queue, as the api's node usually does: RabbitMQ elects no new leader while the frozen
-/// node still counts as up, for `net_ticktime`, 60 s by default.)
+/// workers' inbox. The flow itself waits for the thaw: a frozen node still counts as up
+/// until `net_ticktime` (60 s) passes, and the quorum queues it is a member of soon stop
+/// confirming (seen with the frozen node leading the work queue and with it only a member).
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 #[ignore = "needs the local cluster: scripts/cluster-test.sh"]
 async fn publishes_left_unconfirmed_are_republished_without_a_double_effect(pool: PgPool) {
