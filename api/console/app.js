@@ -44,6 +44,8 @@ const DETAIL_ROUTES = [
 
 let user = null;
 let cleanup = [];
+// Counts page visits, so a page whose data arrives after the user moved on stays unshown.
+let visits = 0;
 
 /// Shown in the notice area (role=status, so screen readers announce it).
 function say(text, kind = "info") {
@@ -69,18 +71,20 @@ async function busy(work, label = "Loading…") {
   }
 }
 
-const context = () => ({
+const context = (visit = visits) => ({
   user,
   busy,
   say,
-  /// Registers a function to run when the view is left (closing live streams).
-  onLeave: (fn) => cleanup.push(fn),
+  /// Registers a function to run when the view is left (closing live streams); a view
+  /// already left runs it at once.
+  onLeave: (fn) => (visit === visits ? cleanup.push(fn) : fn()),
   go: (hash) => {
     location.hash = hash;
   },
   /// Replaces the page's content, with `title` as its heading (focused, so keyboard and
   /// screen reader users land on the new page).
   show: (title, ...content) => {
+    if (visit !== visits) return;
     const heading = h("h1", { tabindex: "-1" }, title);
     main.replaceChildren(heading, ...content.flat().filter((part) => part !== null && part !== undefined));
     document.title = `${title} · Orderflow`;
@@ -89,6 +93,7 @@ const context = () => ({
 });
 
 async function route() {
+  const visit = ++visits;
   for (const fn of cleanup) fn();
   cleanup = [];
   say("");
@@ -100,17 +105,18 @@ async function route() {
   if (!user) {
     user = await busy(() => get("/api/auth/me"));
     if (!user) return signInPage();
+    if (visit !== visits) return undefined;
   }
   renderChrome();
   const menu = MENUS[user.role] || [];
   const hash = location.hash || menu[0][0];
   for (const [pattern, view] of DETAIL_ROUTES) {
     const match = hash.match(pattern);
-    if (match) return view(context(), match[1]);
+    if (match) return view(context(visit), match[1]);
   }
   const entry = menu.find(([path]) => path === hash) || menu[0];
   if (location.hash !== entry[0]) history.replaceState(null, "", entry[0]);
-  return entry[2](context());
+  return entry[2](context(visit));
 }
 
 function renderChrome() {
