@@ -22,10 +22,12 @@ status=0
 cargo nextest run -p api --no-fail-fast --test-threads 1 --run-ignored only \
   -E 'test(/^fault::cluster::/)' "$@" || status=$?
 
+# column (bsdextrautils) aligns the table; without it, tabs stay.
+align() { if command -v column >/dev/null; then column -t -s $'\t'; else cat; fi; }
 echo
 {
   printf 'scenario\twork\tfaults\tredeliveries\tduplicates dropped\tapi republished (no confirm)\tlongest pause\trecovered after\ttotal\n'
   cat "$report"
-} | column -t -s $'\t'
+} | align
 rm -f "$report"
 exit "$status"

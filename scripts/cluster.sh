@@ -80,8 +80,9 @@ start() {
     echo '[].' > "$node/enabled_plugins"
   done
   chown -R rabbitmq:rabbitmq "$dir"
-  for n in "${nodes[@]}"; do start_node "$n" & done
-  wait
+  local starting=()
+  for n in "${nodes[@]}"; do start_node "$n" & starting+=("$!"); done
+  for started in "${starting[@]}"; do wait "$started"; done
   for n in 2 3; do
     ctl "$n" stop_app
     ctl "$n" join_cluster "$(name 1)"

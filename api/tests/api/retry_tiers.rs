@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use common::broker::{self, Topology};
+use common::config::Settings;
 use lapin::{
-    BasicProperties, Channel,
+    BasicProperties, Channel, Connection,
     message::Delivery,
     options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions},
 };
@@ -20,6 +21,38 @@ pub async fn get(channel: &Channel, queue: &str) -> Option<Delivery> {
         .await
         .expect("basic.get")
         .map(|message| message.delivery)
+}
+
+/// A connection, and a channel on it with the topology declared and publisher confirms on.
+pub async fn confirming_channel(settings: &Settings, topology: &Topology) -> (Connection, Channel) {
+    let connection = broker::connect(&settings.broker, "retry-tier-test")
+        .await
+        .expect("broker");
+    let channel = topology
+        .open_channel(&connection, settings.worker.max_attempts)
+        .await
+        .expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    (connection, channel)
+}
+
+/// Publishes `body` as a persistent `order.created` and waits for the broker's confirm.
+pub async fn publish_command(channel: &Channel, topology: &Topology, body: &[u8]) {
+    channel
+        .basic_publish(
+            topology.exchange.as_str().into(),
+            "order.created".into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
 }
 
 #[test]
@@ -48,30 +81,9 @@ async fn a_short_retry_overtakes_a_long_one(pool: PgPool) {
     app.clean_up_broker_on_drop();
     let settings = app.settings();
     let topology = Topology::new(&settings.broker);
-    let connection = broker::connect(&settings.broker, "retry-tier-test")
-        .await
-        .expect("broker");
-    let channel = topology
-        .open_channel(&connection, settings.worker.max_attempts)
-        .await
-        .expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (connection, channel) = confirming_channel(&settings, &topology).await;
     for body in [b"long".as_slice(), b"short".as_slice()] {
-        channel
-            .basic_publish(
-                topology.exchange.as_str().into(),
-                "order.created".into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        publish_command(&channel, &topology, body).await;
     }
     let long = get(&channel, &topology.queue).await.expect("long");
     let short = get(&channel, &topology.queue).await.expect("short");

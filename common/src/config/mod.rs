@@ -95,8 +95,9 @@ pub struct DatabaseSettings {
 pub struct BrokerSettings {
     /// The nodes of the broker (one, or each node of a cluster); they may hold passwords.
     pub urls: Vec<Secret>,
-    /// Heartbeat interval proposed on every connection whose URL sets none (0: off). A node
-    /// that froze or was cut off is noticed after two silent intervals.
+    /// Heartbeat interval proposed on every connection whose URL sets none (0 takes the
+    /// broker's, 60 s by default). A node that froze or was cut off is noticed after two
+    /// silent intervals.
     pub heartbeat_secs: u16,
     /// Topic exchange every event is published to.
     pub exchange: String,

@@ -136,7 +136,7 @@ fn amqp_url_takes_a_cluster_s_nodes_and_never_echoes_a_password() {
 #[test]
 fn connections_propose_a_heartbeat_unless_told_otherwise() {
     assert_eq!(settings(&[]).expect("defaults").broker.heartbeat_secs, 10);
-    let off = settings(&[("AMQP_HEARTBEAT_SECS", "0")]).expect("off");
-    assert_eq!(off.broker.heartbeat_secs, 0);
+    let brokers = settings(&[("AMQP_HEARTBEAT_SECS", "0")]).expect("the broker's");
+    assert_eq!(brokers.broker.heartbeat_secs, 0);
     assert!(settings(&[("AMQP_HEARTBEAT_SECS", "-1")]).is_err());
 }

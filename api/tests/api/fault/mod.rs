@@ -60,6 +60,77 @@ async fn orders_not_confirmed_exactly_once(pool: &PgPool) -> i64 {
     .await
 }
 
+/// Asserts `orders` orders confirmed, each exactly once, a notification each, and `BULK`
+/// (stocked with `stock`) reserved for exactly them.
+async fn assert_confirmed_exactly_once(app: &TestApp, pool: &PgPool, orders: usize, stock: i32) {
+    assert_eq!(
+        scalar(
+            pool,
+            "SELECT count(*) FROM orders WHERE status = 'confirmed'"
+        )
+        .await,
+        orders as i64
+    );
+    assert_eq!(orders_not_confirmed_exactly_once(pool).await, 0);
+    assert_eq!(
+        scalar(pool, "SELECT count(*) FROM notifications").await,
+        orders as i64
+    );
+    assert_eq!(
+        app.stock_of("BULK").await,
+        (stock - orders as i32, orders as i32)
+    );
+}
+
+/// Sends an order's processing, shipped and delivered back to back, as its vendor.
+async fn deliver(app: &TestApp, vendor: &TestUser, id: &str) {
+    let path = format!("/api/orders/{id}/status");
+    for body in [
+        json!({ "status": "processing" }),
+        json!({ "status": "shipped", "tracking_number": "T-1" }),
+        json!({ "status": "delivered" }),
+    ] {
+        assert_eq!(
+            app.patch(&path, &vendor.token, body).await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+}
+
+async fn wait_until_delivered(pool: &PgPool, limit: Duration) {
+    wait_until("every order is delivered", limit, || async {
+        scalar(
+            pool,
+            "SELECT count(*) FROM orders WHERE status <> 'delivered'",
+        )
+        .await
+            == 0
+    })
+    .await;
+}
+
+/// Asserts no change was rejected and every order went confirmed → processing → shipped →
+/// delivered, each step once.
+async fn assert_every_timeline_in_order(pool: &PgPool) {
+    assert_eq!(
+        scalar(
+            pool,
+            "SELECT count(*) FROM order_events WHERE kind = 'rejected'"
+        )
+        .await,
+        0
+    );
+    let out_of_order = scalar(
+        pool,
+        "SELECT count(*) FROM (
+             SELECT order_id, array_agg(to_status::text ORDER BY created_at, id) AS path
+             FROM order_events WHERE kind = 'status_changed' GROUP BY order_id
+         ) t WHERE path <> ARRAY['confirmed', 'processing', 'shipped', 'delivered']",
+    )
+    .await;
+    assert_eq!(out_of_order, 0, "every timeline is complete and in order");
+}
+
 async fn place_orders(
     app: &TestApp,
     customer: &TestUser,
@@ -133,23 +204,7 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
 
     wait_until_none_pending(&pool, Duration::from_secs(120)).await;
     let drained = started.elapsed();
-    assert_eq!(
-        scalar(
-            &pool,
-            "SELECT count(*) FROM orders WHERE status = 'confirmed'"
-        )
-        .await,
-        ORDERS as i64
-    );
-    assert_eq!(orders_not_confirmed_exactly_once(&pool).await, 0);
-    assert_eq!(
-        scalar(&pool, "SELECT count(*) FROM notifications").await,
-        ORDERS as i64
-    );
-    assert_eq!(
-        app.stock_of("BULK").await,
-        (5000 - ORDERS as i32, ORDERS as i32)
-    );
+    assert_confirmed_exactly_once(&app, &pool, ORDERS, 5000).await;
 
     // A graceful stop: the worker drains and exits cleanly.
     let worker = workers[0].take().expect("worker");
@@ -224,52 +279,12 @@ async fn back_to_back_changes_for_200_orders_apply_in_order(pool: PgPool) {
     stream::iter(&ids)
         .for_each_concurrent(16, |id| {
             let (app, vendor) = (&app, &vendor);
-            async move {
-                let path = format!("/api/orders/{id}/status");
-                for body in [
-                    json!({ "status": "processing" }),
-                    json!({ "status": "shipped", "tracking_number": "T-1" }),
-                    json!({ "status": "delivered" }),
-                ] {
-                    assert_eq!(
-                        app.patch(&path, &vendor.token, body).await.status(),
-                        StatusCode::ACCEPTED
-                    );
-                }
-            }
+            async move { deliver(app, vendor, id).await }
         })
         .await;
-    wait_until(
-        "every order is delivered",
-        Duration::from_secs(60),
-        || async {
-            scalar(
-                &pool,
-                "SELECT count(*) FROM orders WHERE status <> 'delivered'",
-            )
-            .await
-                == 0
-        },
-    )
-    .await;
+    wait_until_delivered(&pool, Duration::from_secs(60)).await;
     let elapsed = started.elapsed();
-    assert_eq!(
-        scalar(
-            &pool,
-            "SELECT count(*) FROM order_events WHERE kind = 'rejected'"
-        )
-        .await,
-        0
-    );
-    let out_of_order = scalar(
-        &pool,
-        "SELECT count(*) FROM (
-             SELECT order_id, array_agg(to_status::text ORDER BY created_at, id) AS path
-             FROM order_events WHERE kind = 'status_changed' GROUP BY order_id
-         ) t WHERE path <> ARRAY['confirmed', 'processing', 'shipped', 'delivered']",
-    )
-    .await;
-    assert_eq!(out_of_order, 0);
+    assert_every_timeline_in_order(&pool).await;
     eprintln!("fault 3: 600 back-to-back changes for 200 orders applied in order in {elapsed:?}");
 }
 

@@ -41,6 +41,11 @@ impl WorkerProcess {
         Self::start_with(app, pool, log, &[])
     }
 
+    /// `count` of them, logging to the same file.
+    pub fn several(count: usize, app: &TestApp, pool: &PgPool, log: &Path) -> Vec<Self> {
+        (0..count).map(|_| Self::start(app, pool, log)).collect()
+    }
+
     /// The same, with more settings in its environment.
     pub fn start_with(app: &TestApp, pool: &PgPool, log: &Path, env: &[(&str, &str)]) -> Self {
         let broker = &app.settings().broker;
