@@ -281,7 +281,7 @@ pub fn display_urls(settings: &BrokerSettings) -> String {
         .join(", ")
 }
 
-/// A connection to one node (see [`connect_node`]).
+/// A connection to one of the nodes, tried in a shuffled order (a dead one is skipped).
 pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Connection> {
     Ok(connect_node(settings, name, None).await?.0)
 }
@@ -291,7 +291,7 @@ pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<Co
 /// used, and returned with its address (safe to log). `lost`, the node a session was just
 /// lost on, is tried last: if it froze, a try would cost a whole timeout. The error says
 /// how to fix it.
-pub async fn connect_node(
+async fn connect_node(
     settings: &BrokerSettings,
     name: &str,
     lost: Option<&str>,
