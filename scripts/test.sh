@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/orderflow}"
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 scripts/services.sh
+# The cost-budget test counts statements with pg_stat_statements.
+scripts/pg-stat-statements.sh "${DATABASE_URL%/*}/postgres"
 # The fault suite runs real worker processes.
 cargo build --quiet -p worker --bin worker
 # The email tests talk to a real SMTP server: aiosmtpd, in a virtualenv of its own.

@@ -5,7 +5,7 @@
 
 use crate::{
     accounts::FIND_BY_ID_SQL,
-    routes::orders::{CUSTOMER_PAGE_SQL, INSERT_ORDER_SQL, ITEMS_OF_SQL, PRICE_SQL},
+    routes::orders::{CUSTOMER_PAGE_SQL, INSERT_ORDERS_SQL, ITEMS_OF_SQL, PRICE_SQL},
 };
 
 /// A time-ordered id, like the api's v7 ids, derived from the client and a random number
@@ -42,17 +42,18 @@ fn script(what: &str, statements: &[String]) -> String {
 /// One `POST /api/orders` of a 3-line order (BENCH-1..3 at 1.00) by `:customer`.
 fn create_order() -> String {
     let envelope = r#"'{"schema_version": 1, "type": "order.created", "seq": 1, "actor": {"role": "customer"}, "correlation_id": "0196f0e0-5a4b-7c1d-9e2f-3a4b5c6d7e8f", "occurred_at": "2026-11-25T12:00:00Z", "payload": {"currency": "USD", "items_count": 3, "total_amount": "3.00"}}'::jsonb"#;
-    let mut insert = vec![id("order")];
+    let order = id("order");
+    let mut insert = vec![format!("ARRAY[{order}]")];
     insert.extend(strings(&[
-        ":customer::uuid",
-        "'USD'",
-        "300",
-        "3",
-        "'Bench'",
-        "'bench@example.com'",
-        "NULL::text",
-        "'1 Load Street'",
-        "NULL::text",
+        "ARRAY[:customer]::uuid[]",
+        "ARRAY['USD']",
+        "ARRAY[300]",
+        "ARRAY[3]",
+        "ARRAY['Bench']",
+        "ARRAY['bench@example.com']",
+        "ARRAY[NULL]::text[]",
+        "ARRAY['1 Load Street']",
+        "ARRAY[NULL]::text[]",
     ]));
     insert.push(format!(
         "ARRAY[{}, {}, {}]",
@@ -60,6 +61,7 @@ fn create_order() -> String {
         id("line2"),
         id("line3")
     ));
+    insert.push(format!("ARRAY[{order}, {order}, {order}]"));
     insert.extend(strings(&[
         "ARRAY[:product1, :product2, :product3]::uuid[]",
         "ARRAY['Bench item 1', 'Bench item 2', 'Bench item 3']",
@@ -68,11 +70,12 @@ fn create_order() -> String {
         "ARRAY[1, 1, 1]",
         "ARRAY[100, 100, 100]",
         "ARRAY[100, 100, 100]",
+        "'created'",
     ]));
-    insert.push(id("entry"));
-    insert.extend(strings(&["'created'", "'customer'"]));
-    insert.push(id("event"));
-    insert.extend(strings(&["'order.created'", envelope]));
+    insert.push(format!("ARRAY[{}]", id("entry")));
+    insert.extend(strings(&["ARRAY['customer']", "'order.created'"]));
+    insert.push(format!("ARRAY[{}]", id("event")));
+    insert.push(format!("ARRAY[{envelope}]"));
     script(
         "one POST /api/orders runs (the caller's account, pricing, the insert)",
         &[
@@ -81,7 +84,7 @@ fn create_order() -> String {
                 PRICE_SQL,
                 &strings(&["ARRAY[]::uuid[]", "ARRAY['bench-1', 'bench-2', 'bench-3']"]),
             ),
-            substitute(INSERT_ORDER_SQL, &insert),
+            substitute(INSERT_ORDERS_SQL, &insert),
         ],
     )
 }

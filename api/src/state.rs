@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{ip_limit::IpRateLimit, jwt::JwtKeys, password::PasswordWork, throttle::AccountLimit},
     live::{Hub, StreamSlots},
+    routes::orders::OrderWriter,
 };
 
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     /// Wakes the outbox relay right after a transaction wrote outbox rows.
     pub outbox_wake: Arc<Notify>,
     pub guards: Arc<Guards>,
+    /// Writes placed orders together (group commit).
+    pub orders: OrderWriter,
     /// Live order updates, fed from the broker by `Hub::run`.
     pub hub: Arc<Hub>,
     pub streams: Arc<StreamSlots>,
@@ -62,6 +65,11 @@ impl Guards {
 impl AppState {
     pub fn new(pool: PgPool, settings: Settings) -> anyhow::Result<Self> {
         Ok(Self {
+            orders: OrderWriter::start(
+                pool.clone(),
+                settings.http.order_writers,
+                settings.http.max_in_flight,
+            ),
             pool,
             hub: Arc::default(),
             streams: Arc::new(StreamSlots::new(

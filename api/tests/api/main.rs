@@ -5,6 +5,7 @@ mod access_matrix;
 mod auth;
 mod binary;
 mod console;
+mod cost_budget;
 mod dead_letters;
 mod docs;
 mod fault;

@@ -18,6 +18,9 @@ pub struct HttpSettings {
     /// default: two cores serve about 1,000 orders/s, and past that every waiting request
     /// holds its connection's buffers (512 let the api grow to 77 MiB at 1,000/s, 256 to 55).
     pub max_in_flight: usize,
+    /// Tasks writing placed orders to the database, each a batch at a time (group commit:
+    /// the orders that arrive while a batch is written form the next one).
+    pub order_writers: usize,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
     /// Peers allowed to name the client in `X-Forwarded-For` (load balancers, proxies).
@@ -42,6 +45,7 @@ impl HttpSettings {
             cors_origins: cors_origins(&get("CORS_ORIGINS", "http://localhost:3000"))?,
             body_limit_bytes: parse(lookup, "BODY_LIMIT_BYTES", 256 * 1024, "bytes")?,
             max_in_flight: parse(lookup, "MAX_IN_FLIGHT_REQUESTS", 256, "a whole number")?,
+            order_writers: parse(lookup, "ORDER_WRITERS", 2, "a whole number")?,
             request_timeout: Duration::from_millis(parse(
                 lookup,
                 "REQUEST_TIMEOUT_MS",

@@ -1,5 +1,6 @@
 //! `POST /api/orders`: validate, price from the catalogue, and write the order, its lines,
-//! its first timeline entry and its `order.created` event in one statement.
+//! its first timeline entry and its `order.created` event in one statement (together with
+//! the orders placed alongside it, see [`super::writer`]).
 
 use axum::{
     Json,
@@ -8,16 +9,16 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use common::{
-    domain::Money,
+    domain::{Money, Role},
     events::{Actor, Envelope, EventType, OrderCreated},
-    timeline::EntryKind,
 };
 use serde::Deserialize;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::model::{ItemRow, OrderResponse, OrderRow, order_columns};
+use super::insert::{NewOrder, insert_orders};
+use super::model::{ItemRow, OrderResponse};
 use super::pricing::{MAX_QUANTITY, OrderLineRequest, PricedLine, price_lines};
 use crate::{
     auth::CurrentUser,
@@ -74,7 +75,14 @@ pub async fn create_order(
     let request: CreateOrderRequest = parse_value(&raw)?;
     let placing = idempotency::once(state.pool.clone(), user.id, &headers, &raw, |key| {
         let state = state.clone();
-        async move { place(&state, &user, &request_id, request, key.as_ref()).await }
+        async move {
+            validate(&request)?;
+            match key {
+                // Written together with the orders placed alongside it (group commit).
+                None => state.orders.place(user, request_id, request).await,
+                Some(key) => place_with_key(&state, &user, &request_id, &request, &key).await,
+            }
+        }
     });
     let order = match placing.await? {
         Created::Replayed(response) => return Ok(response),
@@ -92,15 +100,57 @@ pub async fn create_order(
         .into_response())
 }
 
-async fn place(
+/// An order with an `Idempotency-Key` is written in a transaction of its own, which also
+/// stores the response the key replays.
+async fn place_with_key(
     state: &AppState,
     user: &CurrentUser,
     request_id: &str,
-    request: CreateOrderRequest,
-    key: Option<&IdempotencyKey>,
+    request: &CreateOrderRequest,
+    key: &IdempotencyKey,
 ) -> ApiResult<OrderResponse> {
-    validate(&request)?;
     let lines = price_lines(&state.pool, &request.items).await?;
+    let order = new_order(user, request_id, request, lines)?;
+    let mut tx = state.pool.begin().await?;
+    let response = insert_one(&mut *tx, order, user.role).await?;
+    idempotency::complete(&mut tx, user.id, Some(key), StatusCode::CREATED, &response).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+/// Prices and writes one order on its own.
+pub(super) async fn place_alone(
+    pool: &PgPool,
+    user: &CurrentUser,
+    request_id: &str,
+    request: &CreateOrderRequest,
+) -> ApiResult<OrderResponse> {
+    let lines = price_lines(pool, &request.items).await?;
+    let order = new_order(user, request_id, request, lines)?;
+    insert_one(pool, order, user.role).await
+}
+
+/// Writes one order and returns it as `viewer` sees it.
+async fn insert_one(
+    executor: impl PgExecutor<'_>,
+    order: NewOrder,
+    viewer: Role,
+) -> ApiResult<OrderResponse> {
+    let row = insert_orders(executor, &[&order])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the order insert returned no row")))?;
+    Ok(OrderResponse::new(row, order.items, viewer))
+}
+
+/// The order `user` places with `request`, priced as `lines`: its totals, lines and
+/// `order.created` event.
+pub(super) fn new_order(
+    user: &CurrentUser,
+    request_id: &str,
+    request: &CreateOrderRequest,
+    lines: Vec<PricedLine>,
+) -> ApiResult<NewOrder> {
     let currency = lines[0].product.currency.clone();
     let mut total = Money::ZERO;
     let mut units: i32 = 0;
@@ -112,7 +162,6 @@ async fn place(
         units += line.quantity;
     }
     let order_id = Uuid::now_v7();
-    let items = item_rows(order_id, &lines);
     let actor = Actor {
         user_id: Some(user.id),
         role: user.role.as_str().to_owned(),
@@ -131,111 +180,23 @@ async fn place(
         request_id,
         payload,
     );
-    let new_order = NewOrder {
+    Ok(NewOrder {
         id: order_id,
         customer_id: user.id,
-        currency: &currency,
-        request: &request,
+        currency,
         total,
         units,
-        items: &items,
-        event: &event,
-    };
-    // Without an Idempotency-Key the one statement is the whole transaction.
-    let Some(key) = key else {
-        let order = new_order.insert(&state.pool).await?;
-        return Ok(OrderResponse::new(order, items, user.role));
-    };
-    let mut tx = state.pool.begin().await?;
-    let order = new_order.insert(&mut *tx).await?;
-    let response = OrderResponse::new(order, items, user.role);
-    idempotency::complete(&mut tx, user.id, Some(key), StatusCode::CREATED, &response).await?;
-    tx.commit().await?;
-    Ok(response)
-}
-
-/// The order, its lines, its first timeline entry and its `order.created` event, in ONE
-/// statement: one round trip, and atomic on its own. `bench/create_order.sql` runs it
-/// under pgbench (see `bench_scripts`).
-pub(crate) const INSERT_ORDER_SQL: &str = concat!(
-    "WITH created AS (
-         INSERT INTO orders (id, customer_id, currency, total_amount_minor, items_count, customer_name,
-             customer_email, customer_phone, shipping_address, notes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
-    order_columns!(),
-    "), lines AS (
-         INSERT INTO order_items (id, order_id, product_id, product_name, product_sku, product_description,
-             quantity, unit_price_minor, total_price_minor)
-         SELECT id, $1, product_id, name, sku, description, quantity, unit_price, total
-         FROM UNNEST($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::text[], $16::int[], $17::bigint[], $18::bigint[])
-              AS l(id, product_id, name, sku, description, quantity, unit_price, total)
-     ), logged AS (
-         INSERT INTO order_events (id, order_id, kind, to_status, actor_id, actor_role, seq)
-         VALUES ($19, $1, $20, 'pending', $2, $21, 1)
-     ), queued AS (
-         INSERT INTO outbox (event_id, order_id, seq, routing_key, payload) VALUES ($22, $1, 1, $23, $24)
-     )
-     SELECT * FROM created"
-);
-
-/// Everything one order creation writes.
-struct NewOrder<'a> {
-    id: Uuid,
-    customer_id: Uuid,
-    currency: &'a str,
-    request: &'a CreateOrderRequest,
-    total: Money,
-    units: i32,
-    items: &'a [ItemRow],
-    event: &'a Envelope,
-}
-
-impl NewOrder<'_> {
-    async fn insert(&self, executor: impl PgExecutor<'_>) -> sqlx::Result<OrderRow> {
-        let ids: Vec<Uuid> = self.items.iter().map(|i| i.id).collect();
-        let product_ids: Vec<Uuid> = self.items.iter().map(|i| i.product_id).collect();
-        let names: Vec<&str> = self.items.iter().map(|i| i.product_name.as_str()).collect();
-        let skus: Vec<&str> = self.items.iter().map(|i| i.product_sku.as_str()).collect();
-        let descriptions: Vec<Option<&str>> = self
-            .items
-            .iter()
-            .map(|i| i.product_description.as_deref())
-            .collect();
-        let quantities: Vec<i32> = self.items.iter().map(|i| i.quantity).collect();
-        let unit_prices: Vec<i64> = self.items.iter().map(|i| i.unit_price_minor).collect();
-        let totals: Vec<i64> = self.items.iter().map(|i| i.total_price_minor).collect();
-        let payload =
-            serde_json::to_value(self.event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let request = self.request;
-        sqlx::query_as(INSERT_ORDER_SQL)
-            .bind(self.id)
-            .bind(self.customer_id)
-            .bind(self.currency)
-            .bind(self.total.minor())
-            .bind(self.units)
-            .bind(request.customer_name.trim())
-            .bind(request.customer_email.trim())
-            .bind(request.customer_phone.as_deref().map(str::trim))
-            .bind(request.shipping_address.trim())
-            .bind(&request.notes)
-            .bind(&ids)
-            .bind(&product_ids)
-            .bind(&names)
-            .bind(&skus)
-            .bind(&descriptions)
-            .bind(&quantities)
-            .bind(&unit_prices)
-            .bind(&totals)
-            // The timeline entry's id.
-            .bind(Uuid::now_v7())
-            .bind(EntryKind::Created.as_str())
-            .bind(&self.event.actor.role)
-            .bind(self.event.event_id)
-            .bind(EventType::OrderCreated.routing_key())
-            .bind(payload)
-            .fetch_one(executor)
-            .await
-    }
+        customer_name: request.customer_name.trim().to_owned(),
+        customer_email: request.customer_email.trim().to_owned(),
+        customer_phone: request
+            .customer_phone
+            .as_deref()
+            .map(|p| p.trim().to_owned()),
+        shipping_address: request.shipping_address.trim().to_owned(),
+        notes: request.notes.clone(),
+        items: item_rows(order_id, &lines),
+        event,
+    })
 }
 
 fn validate(request: &CreateOrderRequest) -> ApiResult<()> {

@@ -4,6 +4,7 @@
 
 mod commands;
 mod create;
+mod insert;
 mod model;
 mod pricing;
 mod read;
@@ -11,16 +12,18 @@ mod stalled;
 mod stream;
 mod timeline;
 mod update;
+mod writer;
 
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::state::AppState;
 
 pub use model::{OrderItemResponse, OrderResponse};
+pub use writer::OrderWriter;
 /// The statements the pgbench scripts are made from (see `bench_scripts`).
 #[cfg(test)]
 pub(crate) use {
-    create::INSERT_ORDER_SQL, model::ITEMS_OF_SQL, pricing::PRICE_SQL, read::CUSTOMER_PAGE_SQL,
+    insert::INSERT_ORDERS_SQL, model::ITEMS_OF_SQL, pricing::PRICE_SQL, read::CUSTOMER_PAGE_SQL,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -56,17 +56,44 @@ pub(super) async fn price_lines(
     conn: impl PgExecutor<'_>,
     lines: &[OrderLineRequest],
 ) -> ApiResult<Vec<PricedLine>> {
-    let ids: Vec<Uuid> = lines.iter().filter_map(|l| l.product_id).collect();
-    let skus: Vec<String> = lines
-        .iter()
-        .filter_map(|l| l.product_sku.as_deref())
-        .map(str::to_lowercase)
-        .collect();
-    let products: Vec<Product> = sqlx::query_as(PRICE_SQL)
-        .bind(&ids)
-        .bind(&skus)
-        .fetch_all(conn)
-        .await?;
+    let mut wanted = Wanted::default();
+    wanted.add(lines);
+    let products = wanted.fetch(conn).await?;
+    resolve(&products, lines)
+}
+
+/// The products some orders name, gathered to be read in one statement.
+#[derive(Default)]
+pub(super) struct Wanted {
+    ids: Vec<Uuid>,
+    skus: Vec<String>,
+}
+
+impl Wanted {
+    pub fn add(&mut self, lines: &[OrderLineRequest]) {
+        self.ids.extend(lines.iter().filter_map(|l| l.product_id));
+        self.skus.extend(
+            lines
+                .iter()
+                .filter_map(|l| l.product_sku.as_deref())
+                .map(str::to_lowercase),
+        );
+    }
+
+    pub async fn fetch(&self, conn: impl PgExecutor<'_>) -> sqlx::Result<Vec<Product>> {
+        sqlx::query_as(PRICE_SQL)
+            .bind(&self.ids)
+            .bind(&self.skus)
+            .fetch_all(conn)
+            .await
+    }
+}
+
+/// Prices `lines` against `products` (which may hold other orders' products too).
+pub(super) fn resolve(
+    products: &[Product],
+    lines: &[OrderLineRequest],
+) -> ApiResult<Vec<PricedLine>> {
     let by_id: HashMap<Uuid, &Product> = products.iter().map(|p| (p.id, p)).collect();
     let by_sku: HashMap<String, &Product> =
         products.iter().map(|p| (p.sku.to_lowercase(), p)).collect();
