@@ -11,6 +11,11 @@
 #      timeline; the sustained capacity is the highest rate at which every order was accepted
 #      and created → decided p99 stayed under 250 ms. Then the same for one hot product whose
 #      stock runs out half-way through each step (a flash sale): exactly the stock is confirmed.
+#   oha. Open loop with a standard load generator and many connections: 10 oha processes x 16
+#      connections (-q RATE/10 --latency-correction each), 3-line orders, 2 workers, rising
+#      rates for STEP_SECS each; once over 30 products (process i orders products 3i+1..3i+3),
+#      once with every order on the same 3 products (a flash sale). POST p50 / p99, created ->
+#      confirmed p50 / p99, and the CPU per order of each process at each rate.
 #   3. Worker drain rate: a backlog built with the workers stopped, drained by 1 worker
 #      and by 2 workers, alternated 3 times each; medians and their ratio. Once with orders
 #      spread over 20 products, once with every order for the same product (a flash sale:
@@ -18,11 +23,14 @@
 #   4. GET /api/orders/my (first page of 20, with lines) for a customer with 10,000 orders,
 #      alternated 3 times with pgbench running the same statements (bench/list_my_orders.sql).
 #   5. The api's and a worker's metrics, scraped after the runs.
-# `bench/run.sh --smoke` runs every step for a second or two (CI does, so it never rots).
+# `bench/run.sh --smoke` runs every step for a second or two (CI does, so it never rots);
+# BENCH_STEPS="1 oha" runs only the steps named (default: 1 2 oha 3 4).
 # Uses its own database (orderflow_bench) and its own exchange and queues.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || apt-get install -y -qq wrk
+# oha builds from the crate registry (`--locked`: a newer dependency needs a newer Rust).
+command -v oha >/dev/null || cargo install --locked --quiet oha
 scripts/services.sh
 cargo build --release --quiet --bins --example open_loop
 
@@ -39,9 +47,22 @@ sql() { psql -qAt "$DATABASE_URL" -c "$1"; }
 if [ "${1:-}" = --smoke ]; then
   ROUND_SECS=2 BACKLOG_SECS=1 READER_ORDERS=1000 STEP_SECS=2 RATES=(100)
 else
-  ROUND_SECS=10 BACKLOG_SECS=4 READER_ORDERS=10000 STEP_SECS=30 RATES=(250 500 750 1000 1250 1500 2000)
+  ROUND_SECS=10 BACKLOG_SECS=4 READER_ORDERS=10000 STEP_SECS=${STEP_SECS:-30} RATES=(250 500 750 1000 1250 1500 2000)
 fi
 api=http://127.0.0.1:8099
+steps=" ${BENCH_STEPS:-1 2 oha 3 4} "
+want() { [[ "$steps" == *" $1 "* ]]; }
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+# CPU seconds per process name, summed over its processes and the children they reaped
+# (PostgreSQL's backends included, live or gone: the postmaster reaps them).
+cpu_seconds() {
+  local ticks=0 pid
+  for pid in $(pgrep -x "$1"); do
+    ticks=$((ticks + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$ticks / $(getconf CLK_TCK)" | bc -l
+}
+processes=(postgres beam.smp api worker)
 
 pids=()
 cleanup() {
@@ -77,6 +98,7 @@ for i in $(seq 100); do
     -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price\":\"1.00\",\"stock\":100000000}" >/dev/null
 done
 
+if want 1; then
 echo "== 1. placing 3-line orders over 20 products: api (wrk -c32, 2 workers) vs pgbench (-c32), alternated"
 # The pgbench database gets the same customer and products (ids copied), and no relay.
 sql "COPY (SELECT * FROM users) TO STDOUT" | psql -q "$PGBENCH_URL" -c "COPY users FROM STDIN"
@@ -85,16 +107,6 @@ customer=$(sql "SELECT id FROM users WHERE username = 'buyer'")
 product() { sql "SELECT id FROM products WHERE sku = 'BENCH-$1'"; }
 export PRODUCTS=20 LINES=3
 start_workers 2
-# CPU seconds per process name, summed over its processes and the children they reaped
-# (PostgreSQL's backends included, live or gone: the postmaster reaps them).
-cpu_seconds() {
-  local ticks=0 pid
-  for pid in $(pgrep -x "$1"); do
-    ticks=$((ticks + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$ticks / $(getconf CLK_TCK)" | bc -l
-}
-processes=(postgres beam.smp api worker)
 declare -A cpu_used=() pg_cpu_used=()
 api_rates=() pg_rates=() measured_orders=0 pg_transactions=0
 for round in 1 2 3; do
@@ -120,7 +132,6 @@ for round in 1 2 3; do
   pg_cpu_used[pgbench]=$(echo "${pg_cpu_used[pgbench]:-0} + $(echo "$out" | tail -1 | awk '{print $1 + $2}')" | bc)
   echo "round $round: api ${api_rates[-1]} orders/s, pgbench ${pg_rates[-1]} tps"
 done
-median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
 m_api=$(median "${api_rates[@]}") m_pg=$(median "${pg_rates[@]}")
 printf 'create order: api %.0f orders/s, pgbench same SQL %.0f tps, ratio %.2f\n' "$m_api" "$m_pg" "$(echo "$m_api / $m_pg" | bc -l)"
 echo "$wrk_out" | grep -E "latency p|errors"
@@ -146,6 +157,9 @@ worker_peak=$(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/${workers[0]}/status
 stop_workers
 export LINES=1
 
+fi
+
+if want 2; then
 echo "== 2. open loop: a fixed rate for ${STEP_SECS}s per step, 2 workers; latency from when each order was due"
 # Created -> decided (the first status change: confirmed, or cancelled out of stock) for
 # the orders placed since $1: count|p50 ms|p99 ms.
@@ -197,6 +211,70 @@ capacity "orders over 100 products" 100
 capacity "every order for one product, stock for half of them" 1 flash
 stop_workers
 
+fi
+
+if want oha; then
+echo "== oha: open loop, 10 oha processes x 16 connections, 3-line orders, 2 workers, ${STEP_SECS}s per rate"
+# Created -> confirmed for the orders placed since $1: p50 ms|p99 ms.
+confirmed_latency() {
+  sql "WITH t AS (SELECT c.created_at - p.created_at AS d FROM order_events p JOIN order_events c
+         ON c.order_id = p.order_id AND c.kind = 'status_changed' AND c.to_status = 'confirmed'
+       WHERE p.kind = 'created' AND p.created_at >= '$1')
+       SELECT coalesce(round(extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY d)) * 1000, 1), 0) || '|' ||
+              coalesce(round(extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY d)) * 1000, 1), 0) FROM t"
+}
+# oha_step RATE hot|spread: RATE orders/s shared by 10 oha processes; "spread": process i
+# orders products 3i+1..3i+3 (30 products), "hot": every process the same 3. POST latency
+# is the median p50 and the worst p99 of the processes (each counts from when a request was
+# due); CPU is per order placed, over the step and until its orders are confirmed.
+oha_step() {
+  local rate=$1 spread=$2 since dir i base body oha_pids=() before
+  since=$(sql "SELECT clock_timestamp()")
+  before=$(sql "SELECT count(*) FROM orders")
+  dir=$(mktemp -d)
+  declare -A start=()
+  for c in "${processes[@]}"; do start[$c]=$(cpu_seconds "$c"); done
+  for i in $(seq 0 9); do
+    base=0; [ "$spread" = spread ] && base=$((3 * i))
+    body=$(jq -nc --argjson b "$base" '{items: [range(1; 4) | {product_sku: "BENCH-\($b + .)", quantity: 1}],
+      customer_name: "Bench", customer_email: "bench@example.com", shipping_address: "1 Load Street"}')
+    oha --no-tui --output-format json -z "${STEP_SECS}s" -q "$(echo "$rate / 10" | bc -l)" --latency-correction \
+      -c 16 -m POST -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d "$body" \
+      "$api/api/orders" >"$dir/$i.json" 2>/dev/null & oha_pids+=($!)
+  done
+  wait "${oha_pids[@]}"
+  local deadline=$((SECONDS + 60))
+  until [ "$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")" = 0 ] || [ $SECONDS -ge $deadline ]; do sleep 0.2; done
+  local placed cpu="" total=0 used
+  placed=$(( $(sql "SELECT count(*) FROM orders") - before ))
+  for c in "${processes[@]}"; do
+    used=$(echo "($(cpu_seconds "$c") - ${start[$c]}) * 1000 / ($placed + 0.000001)" | bc -l)
+    total=$(echo "$total + $used" | bc -l)
+    cpu+=$(printf ' %s %.2f,' "$c" "$used")
+  done
+  local created refused p50 p99 confirmed pending
+  created=$(jq -s '[.[].statusCodeDistribution["201"] // 0] | add' "$dir"/*.json)
+  refused=$(jq -s '[.[].statusCodeDistribution | to_entries[] | select(.key != "201") | .value] | add // 0' "$dir"/*.json)
+  p50=$(jq -s '[.[].latencyPercentiles.p50 * 1000] | sort | .[length / 2 | floor]' "$dir"/*.json)
+  p99=$(jq -s '[.[].latencyPercentiles.p99 * 1000] | max' "$dir"/*.json)
+  confirmed=$(confirmed_latency "$since")
+  pending=$(sql "SELECT count(*) FROM orders WHERE status = 'pending'")
+  printf '| %s | %s | %s created, %s refused, %s still pending | %.1f / %.1f ms | %s / %s ms | %.2f ms:%s |\n' \
+    "$rate" "$spread" "$created" "$refused" "$pending" "$p50" "$p99" "${confirmed%|*}" "${confirmed#*|}" "$total" "${cpu%,}"
+  rm -rf "$dir"
+}
+if [ "${1:-}" = --smoke ]; then OHA_RATES=(100); else read -ra OHA_RATES <<<"${OHA_RATES:-250 400 500 750 1000}"; fi
+start_workers 2
+echo "| orders/s | products | orders | POST p50 / p99 | created -> confirmed p50 / p99 | CPU per order (all: each process) |"
+echo "|---|---|---|---|---|---|"
+for spread in ${OHA_PRODUCTS:-spread hot}; do
+  for rate in "${OHA_RATES[@]}"; do oha_step "$rate" "$spread"; done
+done
+stop_workers
+
+fi
+
+if want 3; then
 echo "== 3. draining a backlog: 1 worker vs 2 workers, alternated"
 drain() {
   wrk -t2 -c16 -d"${BACKLOG_SECS}s" -s bench/place_order.lua $api >/dev/null
@@ -219,6 +297,9 @@ compare() {
 PRODUCTS=20 compare "orders over 20 products"
 PRODUCTS=1 compare "every order for one product"
 
+fi
+
+if want 4; then
 echo "== 4. GET /api/orders/my (page of 20 with lines) for a customer with $READER_ORDERS orders: api (wrk -c32) vs pgbench (-c32), alternated"
 sql "INSERT INTO users (id, email, username, full_name, password_hash, role)
      SELECT gen_random_uuid(), 'reader@bench.test', 'reader', 'Reader', password_hash, 'customer' FROM users WHERE username = 'buyer'"
@@ -253,9 +334,11 @@ m_api=$(median "${api_rates[@]}") m_pg=$(median "${pg_rates[@]}")
 printf 'list my orders: api %.0f requests/s, pgbench same SQL %.0f tps, ratio %.2f\n' "$m_api" "$m_pg" "$(echo "$m_api / $m_pg" | bc -l)"
 echo "$wrk_out" | grep -E "latency p|errors"
 
+fi
+
 echo "== 5. metrics scraped after the benchmark"
 echo "-- api (all runs):"
 curl -fs $api/metrics | summarize_metrics
 echo "-- worker 1 of run 1:"
-echo "$worker_scrape" | summarize_metrics
-echo "peak resident memory: api $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$api_pid/status") at the end, worker 1 of run 1 $worker_peak"
+echo "${worker_scrape:-}" | summarize_metrics
+echo "peak resident memory: api $(awk '/VmHWM/ {print $2 / 1024 " MiB"}' "/proc/$api_pid/status") at the end, worker 1 of run 1 ${worker_peak:-not run}"

@@ -3,7 +3,8 @@
 # database, signs in as admin, vendor and customer, and runs schemathesis over
 # /openapi.json as each of them, bounded in examples and time. Fails on any server error,
 # undocumented status, content type, header or response body that does not match the
-# document. Loopback only; cleans up after itself.
+# document, and on invalid input accepted, auth ignored, or a resource that is gone, missing
+# or another user's served. Loopback only; cleans up after itself.
 #
 # FUZZ_EXAMPLES (default 20) cases per operation and mode, FUZZ_SECONDS (default 50) per
 # role; FUZZ_CHECKS replaces the checks (e.g. positive_data_acceptance, to see where the
@@ -69,6 +70,13 @@ customer=$(token_of customer)
 post /api/products '{"sku":"MUG-1","name":"Mug","price":"12.50","stock":100000}' \
   -H "authorization: Bearer $vendor" >/dev/null
 
+# Beside conformance: invalid input is refused (negative_data_rejection), a request without
+# or with a broken token is refused (ignored_auth), a deleted resource stays gone
+# (use_after_free), a created one can be read back (ensure_resource_availability), and one
+# user's resource is not another's (object_level_authorization).
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+checks+=,response_headers_conformance,negative_data_rejection,ignored_auth,use_after_free
+checks+=,ensure_resource_availability,object_level_authorization
 status=0
 # Admin last: its run may deactivate or re-role the other two accounts.
 for role in customer vendor admin; do
@@ -78,7 +86,7 @@ for role in customer vendor admin; do
   # access matrix and the live tests cover its answers.
   "$venv/bin/st" run "$base/openapi.json" \
     --header "Authorization: Bearer ${!role}" \
-    --checks "${FUZZ_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance}" \
+    --checks "${FUZZ_CHECKS:-$checks}" \
     --exclude-path /api/auth/logout-all \
     --exclude-path /api/orders/stream --exclude-path '/api/orders/{id}/stream' \
     --max-examples "${FUZZ_EXAMPLES:-20}" --max-time "${FUZZ_SECONDS:-50}" \

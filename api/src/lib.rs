@@ -46,6 +46,7 @@ fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let (routes, openapi) = documented_routes();
+    middleware::zero_error_series(&openapi);
     let body_limit = state.settings.http.body_limit_bytes;
     let cors = cors_layer(&state.settings);
     let shed_load = axum::middleware::from_fn_with_state(state.clone(), middleware::shed_load);

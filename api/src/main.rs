@@ -73,6 +73,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     metrics::handle();
+    common::relay::zero_counters();
     let state = AppState::new(pool, settings)?;
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());

@@ -109,6 +109,18 @@ struct Failure {
 
 const UNROUTABLE: &str = "unroutable: no queue is bound for it";
 
+/// Exports the relay's counters at zero before its first round, so an alert on their
+/// increase sees the first parked or unconfirmed row.
+pub fn zero_counters() {
+    for name in [
+        "orderflow_outbox_published_total",
+        "orderflow_outbox_parked_total",
+        "orderflow_outbox_unconfirmed_total",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+}
+
 /// What one round did with its claimed rows.
 #[derive(Default)]
 struct RoundResult {

@@ -9,7 +9,11 @@ use std::{
 };
 
 use backon::{ExponentialBuilder, Retryable};
-use common::{broker::Topology, events::Envelope, stall};
+use common::{
+    broker::Topology,
+    events::{Envelope, EventType},
+    stall,
+};
 use futures_util::FutureExt;
 use lapin::{
     Channel,
@@ -310,6 +314,36 @@ fn label(outcome: &Result<Outcome, HandleError>, decision: &Decision) -> &'stati
         (Decision::Ack, Ok(Outcome::Applied)) => "applied",
         (Decision::Ack, Ok(Outcome::Refused)) => "refused",
         (Decision::Ack, _) => "duplicate",
+    }
+}
+
+/// Every `outcome` label of `orderflow_worker_messages_total`.
+const OUTCOMES: [&str; 6] = [
+    "applied",
+    "refused",
+    "duplicate",
+    "early",
+    "retried",
+    "dead_lettered",
+];
+
+/// Exports every message counter at zero, for every type and outcome, before the first
+/// message: an alert on `increase(...)` sees the first dead letter only if its series
+/// existed before it (a series born at 1 shows no increase).
+pub fn zero_counters() {
+    let kinds = EventType::ALL.map(EventType::routing_key);
+    for kind in kinds.into_iter().chain(["undecodable"]) {
+        for outcome in OUTCOMES {
+            metrics::counter!("orderflow_worker_messages_total", "type" => kind, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+    for name in [
+        "orderflow_worker_redeliveries_total",
+        "orderflow_worker_batch_fallbacks_total",
+        "orderflow_worker_settle_failures_total",
+    ] {
+        metrics::counter!(name).absolute(0);
     }
 }
 

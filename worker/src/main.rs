@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use common::{config::Settings, db, dead_letters, metrics, outbox, shutdown, telemetry};
+use common::{config::Settings, db, dead_letters, metrics, outbox, relay, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 use worker::{consumer::Worker, mail::Mailer, ops, watchdog, webhooks};
 
@@ -176,6 +176,8 @@ async fn consume(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     metrics::handle();
+    relay::zero_counters();
+    worker::delivery::zero_counters();
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());
     if let Some(listener) = metrics_listener {

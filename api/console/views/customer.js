@@ -8,6 +8,14 @@ import { LiveFeed } from "../live.js";
 /// Statuses a customer may still cancel from.
 const CANCELLABLE = ["pending", "confirmed"];
 
+/// The API counts availability up to 20 (never revealing stock levels): 20 means 20 or more.
+const AVAILABLE_SHOWN_UP_TO = 20;
+
+function stockText(product) {
+  if (!product.in_stock) return "Out of stock";
+  return product.available >= AVAILABLE_SHOWN_UP_TO ? `${AVAILABLE_SHOWN_UP_TO}+ in stock` : `${product.available} in stock`;
+}
+
 export async function shop(ctx) {
   const catalogue = await ctx.busy(() => get("/api/products?size=100"));
   if (!catalogue) return;
@@ -27,7 +35,7 @@ export async function shop(ctx) {
       {},
       h("td", {}, h("strong", {}, product.name), h("div", { class: "muted" }, product.description || "")),
       h("td", { class: "number" }, formatMoney(product.price, product.currency)),
-      h("td", { class: "number" }, product.in_stock ? `${product.available} in stock` : "Out of stock"),
+      h("td", { class: "number" }, stockText(product)),
       h("td", {}, quantity.element),
     );
   });

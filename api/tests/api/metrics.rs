@@ -5,7 +5,11 @@ use std::{collections::HashMap, time::Duration};
 use reqwest::StatusCode;
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, wait_until};
+use crate::{
+    binary::start_api,
+    fault::services::{WorkerProcess, worker_log},
+    helpers::{TestApp, wait_until},
+};
 
 /// Sums the samples of `name` whose labels include every pair in `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -138,5 +142,70 @@ async fn the_outbox_backlog_gauges_show_waiting_and_parked_rows(pool: PgPool) {
     assert!(
         (41.0..60.0).contains(&backlog.oldest_age_secs),
         "{backlog:?}"
+    );
+}
+
+/// Alerts on `increase(...)` see a first event only if its series existed before it: the
+/// real binaries export the series README's alerts use at zero from start-up.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn the_series_alerts_use_are_exported_at_zero_from_start_up(pool: PgPool) {
+    let mut app = TestApp::spawn(pool.clone()).await;
+    app.clean_up_broker_on_drop();
+    let api = start_api(&app, &pool, &[]).await;
+    let api_text = scrape(&app.client, &format!("{}/metrics", api.base)).await;
+    let server_errors = [
+        ("method", "POST"),
+        ("route", "/api/orders"),
+        ("status", "5xx"),
+    ];
+    assert_eq!(
+        sample(
+            &api_text,
+            "orderflow_http_request_duration_seconds_count",
+            &server_errors
+        ),
+        Some(0.0),
+        "{api_text}"
+    );
+    assert_eq!(
+        sample(&api_text, "orderflow_outbox_unconfirmed_total", &[]),
+        Some(0.0)
+    );
+
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .to_string();
+    let _worker = WorkerProcess::start_with(
+        &app,
+        &pool,
+        &worker_log(&app),
+        &[("METRICS_ADDR", &address)],
+    );
+    let url = format!("http://{address}/metrics");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let worker_text = loop {
+        if let Ok(response) = app.client.get(&url).send().await {
+            break response.text().await.expect("text");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never served metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for kind in common::events::EventType::COMMANDS {
+        for outcome in ["dead_lettered", "retried", "refused", "duplicate", "early"] {
+            let labels = [("type", kind.routing_key()), ("outcome", outcome)];
+            assert_eq!(
+                sample(&worker_text, "orderflow_worker_messages_total", &labels),
+                Some(0.0),
+                "{kind:?} {outcome}: {worker_text}"
+            );
+        }
+    }
+    assert_eq!(
+        sample(&worker_text, "orderflow_worker_redeliveries_total", &[]),
+        Some(0.0)
     );
 }

@@ -63,6 +63,25 @@ async fn logout_revokes_the_refresh_token(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_refresh_token_no_token_could_be_is_refused_as_invalid_input(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let user = app.user(Role::Customer, "ivy").await;
+    for token in [String::new(), "x".repeat(129)] {
+        for path in ["/api/auth/logout", "/api/auth/refresh"] {
+            let body = json!({ "refresh_token": token });
+            let problem = assert_problem(
+                app.post(path, Some(&user.token), body).await,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+            assert_eq!(problem["errors"][0]["field"], "refresh_token", "{path}");
+        }
+    }
+    // Nothing was revoked: the real token still refreshes.
+    assert_eq!(app.refresh(&user.refresh_token).await.0, StatusCode::OK);
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn a_deactivated_user_is_locked_out_everywhere(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
     let user = app.user(Role::Customer, "judy").await;

@@ -74,6 +74,16 @@ async fn changing_the_password_needs_the_current_one_and_ends_other_sessions(poo
         )
         .await;
     assert_problem(wrong, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // An empty current password is invalid input on its own, not an update that changes nothing.
+    let empty = app
+        .put(
+            "/api/users/me",
+            &user.token,
+            json!({ "current_password": "" }),
+        )
+        .await;
+    let problem = assert_problem(empty, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "current_password");
     let right = app
         .put(
             "/api/users/me",

@@ -102,12 +102,24 @@ impl<'de> Deserialize<'de> for Money {
 }
 
 impl PartialSchema for Money {
+    /// What `Deserialize` accepts: a decimal string (as every response carries it) or a
+    /// non-negative JSON number, each with at most two decimal places.
     fn schema() -> openapi::RefOr<openapi::schema::Schema> {
-        openapi::ObjectBuilder::new()
+        let text = openapi::ObjectBuilder::new()
             .schema_type(openapi::schema::Type::String)
             .pattern(Some(r"^\d{1,15}(\.\d{1,2})?$"))
-            .description(Some("Decimal amount with two places, e.g. \"25.00\""))
-            .examples(["25.00"])
+            .examples(["25.00"]);
+        let number = openapi::ObjectBuilder::new()
+            .schema_type(openapi::schema::Type::Number)
+            .minimum(Some(0.0))
+            .maximum(Some(999_999_999_999_999.99));
+        openapi::schema::OneOfBuilder::new()
+            .item(text)
+            .item(number)
+            .description(Some(
+                "Decimal amount with at most two places: a string such as \"25.00\" (what \
+                 responses carry), or in requests a JSON number such as 25.5",
+            ))
             .into()
     }
 }
@@ -155,6 +167,19 @@ mod tests {
         assert_eq!(from_integer, Money(2000));
         assert!(serde_json::from_str::<Money>("-1").is_err());
         assert!(serde_json::from_str::<Money>("0.001").is_err());
+    }
+
+    #[test]
+    fn the_schema_documents_both_forms_it_accepts() {
+        let schema = serde_json::to_value(Money::schema()).expect("schema");
+        let kinds: Vec<&str> = schema["oneOf"]
+            .as_array()
+            .expect("oneOf")
+            .iter()
+            .filter_map(|branch| branch["type"].as_str())
+            .collect();
+        assert_eq!(kinds, ["string", "number"]);
+        assert_eq!(schema["oneOf"][1]["minimum"], 0.0);
     }
 
     #[test]

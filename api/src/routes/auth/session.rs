@@ -14,6 +14,7 @@ use crate::{
     error::{ApiError, ApiResult, Problem},
     extract::AppJson,
     state::AppState,
+    validation::Violations,
 };
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -21,6 +22,15 @@ use crate::{
 pub struct RefreshRequest {
     #[schema(min_length = 1, max_length = 128)]
     pub refresh_token: String,
+}
+
+impl RefreshRequest {
+    /// A token of a length no token has is refused as invalid input (422), not looked up.
+    fn check(&self) -> ApiResult<()> {
+        Violations::new()
+            .length(&self.refresh_token, "refresh_token", 1, 128)
+            .finish()
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,6 +96,7 @@ pub async fn refresh_tokens(
     State(state): State<AppState>,
     AppJson(body): AppJson<RefreshRequest>,
 ) -> ApiResult<axum::Json<TokenResponse>> {
+    body.check()?;
     // A rotation cut off after its commit would leave the client holding a spent token.
     detached(async move { rotate(&state, &body.refresh_token).await.map(axum::Json) }).await
 }
@@ -152,6 +163,7 @@ pub async fn logout(
     user: CurrentUser,
     AppJson(body): AppJson<RefreshRequest>,
 ) -> ApiResult<StatusCode> {
+    body.check()?;
     let mut tx = state.pool.begin().await?;
     // Only the caller's own tokens can be revoked; an unknown one is already useless.
     if let Some(stored) = refresh::find_for_update(&mut tx, &body.refresh_token).await?

@@ -75,6 +75,9 @@ pub async fn update_me(
         body.username.as_deref(),
         body.full_name.as_deref(),
     );
+    if let Some(current_password) = &body.current_password {
+        v.length(current_password, "current_password", 1, PASSWORD_LENGTH.1);
+    }
     if let Some(new_password) = &body.new_password {
         v.length(
             new_password,

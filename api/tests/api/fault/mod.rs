@@ -4,7 +4,7 @@
 
 mod cluster;
 mod outbound;
-mod services;
+pub(crate) mod services;
 
 use std::{
     sync::atomic::{AtomicBool, AtomicUsize, Ordering},
