@@ -14,7 +14,7 @@ pub struct Money(i64);
 pub enum MoneyError {
     #[error("must be a decimal amount with at most two decimal places, like \"25.00\"")]
     Malformed,
-    #[error("is too large")]
+    #[error("is too large (at most 999999999999999.99)")]
     Overflow,
     #[error("must not be negative")]
     Negative,
@@ -22,6 +22,9 @@ pub enum MoneyError {
 
 impl Money {
     pub const ZERO: Money = Money(0);
+    /// The largest amount: 15 whole digits, as the API documents every amount (prices,
+    /// line totals, order totals), so none it writes can break its own schema.
+    pub const MAX: Money = Money(99_999_999_999_999_999);
 
     pub fn from_minor(minor: i64) -> Self {
         Money(minor)
@@ -53,16 +56,24 @@ impl Money {
             .checked_mul(100)
             .and_then(|w| w.checked_add(cents))
             .map(Money)
+            .filter(|amount| *amount <= Money::MAX)
             .ok_or(MoneyError::Overflow)
     }
 
-    /// `self × quantity`, or `None` on overflow.
+    /// `self × quantity`, or `None` past [`Money::MAX`].
     pub fn times(self, quantity: i64) -> Option<Money> {
-        self.0.checked_mul(quantity).map(Money)
+        self.0
+            .checked_mul(quantity)
+            .map(Money)
+            .filter(|amount| *amount <= Money::MAX)
     }
 
+    /// `self + other`, or `None` past [`Money::MAX`].
     pub fn checked_add(self, other: Money) -> Option<Money> {
-        self.0.checked_add(other.0).map(Money)
+        self.0
+            .checked_add(other.0)
+            .map(Money)
+            .filter(|amount| *amount <= Money::MAX)
     }
 }
 
@@ -112,7 +123,7 @@ impl PartialSchema for Money {
         let number = openapi::ObjectBuilder::new()
             .schema_type(openapi::schema::Type::Number)
             .minimum(Some(0.0))
-            .maximum(Some(999_999_999_999_999.99));
+            .exclusive_maximum(Some(1e15));
         openapi::schema::OneOfBuilder::new()
             .item(text)
             .item(number)
@@ -129,6 +140,15 @@ impl ToSchema for Money {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_amount_goes_past_fifteen_whole_digits() {
+        assert_eq!(Money::parse("999999999999999.99"), Ok(Money::MAX));
+        assert_eq!(Money::parse("1000000000000000"), Err(MoneyError::Overflow));
+        assert_eq!(Money::MAX.checked_add(Money(1)), None);
+        assert_eq!(Money::MAX.times(2), None);
+        assert_eq!(Money(50).times(3), Some(Money(150)));
+    }
 
     #[test]
     fn parses_whole_and_fractional_amounts() {
