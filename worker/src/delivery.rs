@@ -342,6 +342,7 @@ pub fn zero_counters() {
         "orderflow_worker_redeliveries_total",
         "orderflow_worker_batch_fallbacks_total",
         "orderflow_worker_settle_failures_total",
+        "orderflow_worker_stock_rereads_total",
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -15,7 +15,7 @@ use worker::{
     watchdog,
 };
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, TestUser};
 
 /// The events an order's requests wrote to the outbox, in order.
 async fn outbox_envelopes(pool: &PgPool) -> Vec<Envelope> {
@@ -316,4 +316,74 @@ async fn the_watchdog_prunes_expired_idempotency_keys(pool: PgPool) {
         .await
         .expect("keys");
     assert_eq!(left, ["fresh"]);
+}
+
+/// Handles the order's `order.created` command while another transaction moves the stock of
+/// "LAST" by `stock_change` and holds the row until the batch, having decided on the stock
+/// it read without a lock, waits to move it; then commits. Returns the order's status.
+async fn decide_while_stock_moves(
+    app: &TestApp,
+    pool: &PgPool,
+    customer: &TestUser,
+    stock_change: i32,
+) -> String {
+    let id: Uuid = app.order_id(customer, "LAST", 1).await.parse().expect("id");
+    let created = outbox_envelopes(pool).await.remove(0);
+    let mut rival = pool.begin().await.expect("rival");
+    sqlx::query("UPDATE products SET stock = stock + $1 WHERE sku = 'LAST'")
+        .bind(stock_change)
+        .execute(&mut *rival)
+        .await
+        .expect("rival's stock change");
+    let handling = tokio::spawn({
+        let pool = pool.clone();
+        async move { handle(&pool, &created).await }
+    });
+    crate::helpers::wait_until(
+        "the batch waits to move the stock",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock')",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap_or(false)
+        },
+    )
+    .await;
+    rival.commit().await.expect("rival commits");
+    let outcome = handling.await.expect("task").expect("handled");
+    assert_eq!(outcome, Outcome::Applied);
+    sqlx::query_scalar("SELECT status::text FROM orders WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("status")
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn stock_sold_elsewhere_while_a_batch_decides_is_never_sold_twice(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAST", "5.00", 1).await;
+    // The batch read one unit left; the rival took it before the batch could.
+    let status = decide_while_stock_moves(&app, &pool, &alice, -1).await;
+    assert_eq!(
+        status, "cancelled",
+        "decided again on the stock that is left"
+    );
+    assert_eq!(app.stock_of("LAST").await, (0, 0));
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn stock_put_back_while_a_batch_decides_is_not_refused(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAST", "5.00", 0).await;
+    // The batch read none left and refused; the rival restocked one before the batch wrote.
+    let status = decide_while_stock_moves(&app, &pool, &alice, 1).await;
+    assert_eq!(status, "confirmed", "decided again on the stock now there");
+    assert_eq!(app.stock_of("LAST").await, (0, 1));
 }

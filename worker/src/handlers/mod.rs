@@ -3,12 +3,13 @@
 //!
 //! A batch of commands (a single command is a batch of one) is ONE transaction of a fixed
 //! number of statements, however many commands it holds: lock the orders (in id order),
-//! lock the products the commands may move stock of (in id order) and read their stock,
-//! then — once [`plan`] decided every command in memory — write statuses, timeline,
-//! notifications, inbox rows and stock in one statement, and finally number the transitions
-//! in the live feed and hand their events to the outbox. Products are locked last and
-//! held only for those final writes and the commit, so orders for a hot product wait on
-//! each other as briefly as possible; every batch takes its locks in the same order, so
+//! read the stock of the products the commands may move, then — once [`plan`] decided every
+//! command in memory — write statuses, timeline, notifications and inbox rows in one
+//! statement, move the stock by deltas in one short statement that locks the products (in
+//! id order) and checks the decisions still hold, and finally number the transitions in
+//! the live feed and hand their events to the outbox. Products are held only for those
+//! last two statements and the commit, so batches for a hot product overlap all their
+//! reading, deciding and writing; every batch takes its locks in the same order, so
 //! concurrent batches never deadlock.
 
 mod plan;
@@ -18,6 +19,7 @@ pub use plan::turns;
 
 use common::events::Envelope;
 use sqlx::PgPool;
+use store::StockRead;
 
 /// What became of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +79,32 @@ pub async fn handle(pool: &PgPool, command: &Envelope) -> Result<Outcome, Handle
 /// given. An order's commands apply in `seq` order; one whose predecessor is missing is
 /// `Early` and leaves no trace. Any failure rolls the whole batch back: the caller then
 /// handles its commands one by one, so one bad command never fails its neighbours.
+///
+/// The batch first reads its products' stock without locking it, so batches of other
+/// workers confirming orders for the same (hot) products never wait for this one to decide
+/// and write; only its last statements hold the products. When another batch moved the
+/// stock in a way that voids a decision (it sold what this one counted on, or put back what
+/// this one refused), the batch is rolled back and decided again on locked stock.
 pub async fn handle_batch(
     pool: &PgPool,
     commands: &[&Envelope],
 ) -> Result<Vec<Outcome>, HandleError> {
+    if let Some(outcomes) = apply(pool, commands, StockRead::Unlocked).await? {
+        return Ok(outcomes);
+    }
+    metrics::counter!("orderflow_worker_stock_rereads_total").increment(1);
+    apply(pool, commands, StockRead::Locked)
+        .await?
+        .ok_or_else(|| HandleError::Transient(anyhow::anyhow!("locked stock moved")))
+}
+
+/// One attempt at the batch, reading stock as `read` says; `None` when its decisions went
+/// stale before it could move the stock (rolled back).
+async fn apply(
+    pool: &PgPool,
+    commands: &[&Envelope],
+    read: StockRead,
+) -> Result<Option<Vec<Outcome>>, HandleError> {
     // A stuck lock must not hold a worker forever; the batch is retried instead.
     let mut tx = pool
         .begin_with("BEGIN; SET LOCAL lock_timeout = '5s'")
@@ -91,13 +115,17 @@ pub async fn handle_batch(
         .filter(|command| plan::may_move_stock(command))
         .map(|command| command.order_id)
         .collect();
-    let stock = store::lock_stock(&mut tx, &stock_moving).await?;
+    let stock = store::read_stock(&mut tx, &stock_moving, read).await?;
     let plan = plan::plan(commands, orders, stock)?;
     store::write(&mut tx, &plan.writes).await?;
+    if !store::move_stock(&mut tx, &plan.writes.products).await? {
+        tx.rollback().await?;
+        return Ok(None);
+    }
     // Last, so the feed's lock is held only for the commit.
     common::feed::announce(&mut tx, plan.writes.events).await?;
     tx.commit().await?;
-    Ok(plan.outcomes)
+    Ok(Some(plan.outcomes))
 }
 
 #[cfg(test)]

@@ -88,12 +88,18 @@ pub struct EmailRow {
     pub tracking_number: Option<String>,
 }
 
-/// A product's stock after the batch.
+/// How the batch moves a product's stock, and what its decisions assumed of it. Written as
+/// deltas, so a batch that read the stock without locking it can apply them to whatever
+/// the row holds by then, as long as the assumptions still hold (see `store::move_stock`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProductRow {
     pub id: Uuid,
-    pub stock: i32,
-    pub reserved: i32,
+    /// Units put on sale (positive) or taken off it (negative).
+    pub stock_delta: i32,
+    pub reserved_delta: i32,
+    /// When an order was refused for want of this product: the stock the batch read. The
+    /// refusal stands only while the stock has not grown past it.
+    pub refused_at: Option<i32>,
 }
 
 /// Everything a batch writes, in one statement.
@@ -413,7 +419,11 @@ struct Product {
     sku: String,
     stock: i32,
     reserved: i32,
+    /// As read, before the batch moved anything.
+    read: (i32, i32),
     changed: bool,
+    /// An order was refused for want of it.
+    refused: bool,
 }
 
 impl StockBook {
@@ -431,7 +441,9 @@ impl StockBook {
                 sku: row.sku,
                 stock: row.stock,
                 reserved: row.reserved,
+                read: (row.stock, row.reserved),
                 changed: false,
+                refused: false,
             });
         }
         book
@@ -441,11 +453,17 @@ impl StockBook {
     /// are short, sorted (and nothing moved).
     fn reserve(&mut self, order_id: Uuid) -> Result<(), Vec<String>> {
         let lines = self.lines.get(&order_id).map_or(&[][..], Vec::as_slice);
-        let mut short: Vec<String> = lines
-            .iter()
-            .filter(|(product, quantity)| self.products[product].stock < *quantity)
-            .map(|(product, _)| self.products[product].sku.clone())
-            .collect();
+        let mut short = Vec::new();
+        for (product_id, quantity) in lines {
+            let product = self
+                .products
+                .get_mut(product_id)
+                .expect("every line's product is loaded with it");
+            if product.stock < *quantity {
+                product.refused = true;
+                short.push(product.sku.clone());
+            }
+        }
         if !short.is_empty() {
             short.sort();
             return Err(short);
@@ -485,11 +503,12 @@ impl StockBook {
         let mut rows: Vec<ProductRow> = self
             .products
             .iter()
-            .filter(|(_, product)| product.changed)
+            .filter(|(_, product)| product.changed || product.refused)
             .map(|(id, product)| ProductRow {
                 id: *id,
-                stock: product.stock,
-                reserved: product.reserved,
+                stock_delta: product.stock - product.read.0,
+                reserved_delta: product.reserved - product.read.1,
+                refused_at: product.refused.then_some(product.read.0),
             })
             .collect();
         rows.sort_by_key(|row| row.id);
@@ -576,8 +595,9 @@ mod tests {
             writes.products,
             [ProductRow {
                 id: product,
-                stock: 3,
-                reserved: 2
+                stock_delta: -2,
+                reserved_delta: 2,
+                refused_at: None
             }]
         );
         let kinds: Vec<EntryKind> = writes.entries.iter().map(|e| e.kind).collect();
@@ -625,8 +645,9 @@ mod tests {
             plan.writes.products,
             [ProductRow {
                 id: product,
-                stock: 0,
-                reserved: 3
+                stock_delta: -3,
+                reserved_delta: 3,
+                refused_at: Some(3)
             }]
         );
         let shortage = plan
@@ -649,6 +670,30 @@ mod tests {
                 .iter()
                 .any(|n| n.message.contains("SKU-")),
             "customers never see SKUs"
+        );
+    }
+
+    #[test]
+    fn a_refusal_records_the_stock_it_was_decided_on_even_when_nothing_moves() {
+        let placed = order(Pending, 0);
+        let product = Uuid::now_v7();
+        let command = created(&placed);
+        let plan = plan(
+            &[&command],
+            vec![placed.clone()],
+            vec![line(&placed, product, 2, 1)],
+        )
+        .expect("plan");
+        assert_eq!(status_of(&plan, &placed), Cancelled);
+        assert_eq!(
+            plan.writes.products,
+            [ProductRow {
+                id: product,
+                stock_delta: 0,
+                reserved_delta: 0,
+                refused_at: Some(1)
+            }],
+            "the refusal holds only while the product has no more than 1 on sale"
         );
     }
 
@@ -699,8 +744,9 @@ mod tests {
             plan.writes.products,
             [ProductRow {
                 id: product,
-                stock: 5,
-                reserved: 0
+                stock_delta: 0,
+                reserved_delta: 0,
+                refused_at: None
             }],
             "reserved, then released"
         );
@@ -764,8 +810,9 @@ mod tests {
             plan.writes.products,
             [ProductRow {
                 id: product,
-                stock: 5,
-                reserved: 0
+                stock_delta: 0,
+                reserved_delta: -2,
+                refused_at: None
             }]
         );
     }

@@ -1,11 +1,11 @@
-//! The batch's three statements: lock its orders, lock and read the stock its commands
-//! may move, and write everything [`super::plan`] decided.
+//! The batch's statements: lock its orders, read the stock its commands may move, write
+//! everything [`super::plan`] decided, and move the stock.
 
 use common::events::Envelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::plan::{LockedOrder, StockLine, Writes};
+use super::plan::{LockedOrder, ProductRow, StockLine, Writes};
 
 /// Locks the commands' orders in id order (`NO KEY UPDATE`: the timeline and notification
 /// rows that reference them need not wait). An order that does not exist is absent.
@@ -26,31 +26,103 @@ pub async fn lock_orders(
     .await
 }
 
-/// Locks the products of `orders` in id order and reads their stock with every line.
-/// The lock is `NO KEY UPDATE`: it does not block the foreign-key checks of orders being
-/// placed for the same products. Each product is locked by one row: locking it once per
-/// line (a join) re-locks a row another batch has updated meanwhile through its update
-/// chain, which PostgreSQL can report as a deadlock between batches.
-pub async fn lock_stock(conn: &mut PgConnection, orders: &[Uuid]) -> sqlx::Result<Vec<StockLine>> {
+/// The products the lines of the orders in `$1` name.
+macro_rules! stock_of_orders {
+    () => {
+        "SELECT id, sku, stock, reserved FROM products
+         WHERE id IN (SELECT product_id FROM order_items WHERE order_id = ANY($1))"
+    };
+}
+
+/// Every line of the orders in `$1` with its product's stock (from `seen`).
+macro_rules! stock_lines {
+    () => {
+        "SELECT i.order_id, s.id AS product_id, s.sku, i.quantity, s.stock, s.reserved
+         FROM order_items i JOIN seen s ON s.id = i.product_id WHERE i.order_id = ANY($1)"
+    };
+}
+
+/// How a batch reads the stock its commands may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockRead {
+    /// Without locking: products stay free for other batches while this one decides and
+    /// writes; [`move_stock`] then checks the decisions still hold.
+    Unlocked,
+    /// Locked in id order until commit (`NO KEY UPDATE`: the foreign-key checks of orders
+    /// being placed for the same products need not wait), so the decisions cannot go
+    /// stale: for a batch whose unlocked read went stale.
+    Locked,
+}
+
+/// Reads the stock of the products of `orders` with every line. Each product is read (and
+/// locked) by one row: locking it once per line (a join) re-locks a row another batch has
+/// updated meanwhile through its update chain, which PostgreSQL can report as a deadlock
+/// between batches.
+pub async fn read_stock(
+    conn: &mut PgConnection,
+    orders: &[Uuid],
+    read: StockRead,
+) -> sqlx::Result<Vec<StockLine>> {
     if orders.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_as(
-        "WITH locked AS MATERIALIZED (
-             SELECT id, sku, stock, reserved FROM products
-             WHERE id IN (SELECT product_id FROM order_items WHERE order_id = ANY($1))
-             ORDER BY id FOR NO KEY UPDATE
-         )
-         SELECT i.order_id, l.id AS product_id, l.sku, i.quantity, l.stock, l.reserved
-         FROM order_items i JOIN locked l ON l.id = i.product_id WHERE i.order_id = ANY($1)",
-    )
-    .bind(orders)
-    .fetch_all(conn)
-    .await
+    let sql = match read {
+        StockRead::Unlocked => concat!(
+            "WITH seen AS MATERIALIZED (",
+            stock_of_orders!(),
+            ") ",
+            stock_lines!()
+        ),
+        StockRead::Locked => concat!(
+            "WITH seen AS MATERIALIZED (",
+            stock_of_orders!(),
+            " ORDER BY id FOR NO KEY UPDATE) ",
+            stock_lines!()
+        ),
+    };
+    sqlx::query_as(sql).bind(orders).fetch_all(conn).await
 }
 
-/// Writes a decided batch in one statement (its `order.status_changed` events are
-/// announced after it, see `common::feed::announce`). Once no accepted command is pending, an
+/// Moves stock by the batch's deltas in one short statement, locking the products in id
+/// order for what is left of the transaction, and only where the decisions still hold: no
+/// stock or reservation goes below zero (so every reservation is covered), and a product
+/// an order was refused for has not gained stock since it was read. Returns false (and
+/// moves nothing the caller should keep) when any product fails that check: the batch must
+/// be decided again on locked stock.
+pub async fn move_stock(conn: &mut PgConnection, products: &[ProductRow]) -> sqlx::Result<bool> {
+    if products.is_empty() {
+        return Ok(true);
+    }
+    let moved: Vec<Uuid> = sqlx::query_scalar(
+        "WITH locked AS MATERIALIZED (
+             SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE
+         )
+         UPDATE products p SET stock = p.stock + u.stock_delta,
+             reserved = p.reserved + u.reserved_delta, updated_at = now()
+         FROM unnest($1::uuid[], $2::int[], $3::int[], $4::int[])
+             AS u(id, stock_delta, reserved_delta, refused_at)
+         WHERE p.id = u.id AND p.id IN (SELECT id FROM locked)
+           AND p.stock + u.stock_delta >= 0 AND p.reserved + u.reserved_delta >= 0
+           AND (u.refused_at IS NULL OR p.stock <= u.refused_at)
+         RETURNING p.id",
+    )
+    .bind(products.iter().map(|p| p.id).collect::<Vec<_>>())
+    .bind(products.iter().map(|p| p.stock_delta).collect::<Vec<_>>())
+    .bind(
+        products
+            .iter()
+            .map(|p| p.reserved_delta)
+            .collect::<Vec<_>>(),
+    )
+    .bind(products.iter().map(|p| p.refused_at).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    Ok(moved.len() == products.len())
+}
+
+/// Writes a decided batch in one statement, all but its stock (moved after it by
+/// [`move_stock`]; its `order.status_changed` events are announced last, see
+/// `common::feed::announce`). Once no accepted command is pending, an
 /// order's projected status (what the API checks new requests against) converges on the
 /// real one; applying the command an order was stalled on clears the flag. Every entry
 /// of the batch carries the same instant; their v7 ids, made in order, keep them in order.
@@ -62,7 +134,7 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
         emails,
         events: _,
         processed,
-        products,
+        products: _,
     } = writes;
     if orders.is_empty() {
         return Ok(());
@@ -94,18 +166,14 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
          ), inbox AS (
              INSERT INTO processed_messages (event_id, order_id)
              SELECT * FROM unnest($19::uuid[], $20::uuid[])
-         ), mailed AS (
-             INSERT INTO emails (id, order_id, status, recipient, message, tracking_number)
-             SELECT u.id, u.order_id, u.status::order_status, o.customer_email, u.message,
-                    u.tracking_number
-             FROM unnest($24::uuid[], $25::uuid[], $26::text[], $27::text[], $28::text[])
-                 AS u(id, order_id, status, message, tracking_number)
-             JOIN orders o ON o.id = u.order_id
-             JOIN users c ON c.id = o.customer_id AND c.order_emails
          )
-         UPDATE products p SET stock = u.stock, reserved = u.reserved, updated_at = now()
-         FROM unnest($21::uuid[], $22::int[], $23::int[]) AS u(id, stock, reserved)
-         WHERE p.id = u.id",
+         INSERT INTO emails (id, order_id, status, recipient, message, tracking_number)
+         SELECT u.id, u.order_id, u.status::order_status, o.customer_email, u.message,
+                u.tracking_number
+         FROM unnest($21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[])
+             AS u(id, order_id, status, message, tracking_number)
+         JOIN orders o ON o.id = u.order_id
+         JOIN users c ON c.id = o.customer_id AND c.order_emails",
     )
     .bind(orders.iter().map(|o| o.id).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
@@ -127,9 +195,6 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
     .bind(notifications.iter().map(|n| n.message.as_str()).collect::<Vec<_>>())
     .bind(processed.iter().map(|(event, _)| *event).collect::<Vec<_>>())
     .bind(processed.iter().map(|(_, order)| *order).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.id).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.stock).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.reserved).collect::<Vec<_>>())
     .bind(emails.iter().map(|e| e.id).collect::<Vec<_>>())
     .bind(emails.iter().map(|e| e.order_id).collect::<Vec<_>>())
     .bind(emails.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
