@@ -1,13 +1,13 @@
 //! RabbitMQ connection (with back-off) and the topology both binaries declare.
 //!
 //! ```text
-//! relays ─────▶ <exchange> (topic) ──order.created / *_requested──▶ <queue> (quorum) ──▶ workers
+//! relays ─────▶ <exchange> (topic) ──every command───────────────▶ <queue> (quorum) ──▶ workers
 //!                    ▲                                                    │ delivery limit
 //!   <exchange>.delay.<N>ms ─▶ <queue>.delay.<N>ms (TTL N, back) ◀─────────┤ early / transient
 //!                                                                         ▼
 //!                                 <exchange>.dead ─▶ <queue>.dead (operators re-drive)
 //!
-//! <exchange> ──order.created / order.status_changed──▶ <queue>.webhooks ──▶ webhook intake
+//! <exchange> ──order.created / status_changed / payment_changed──▶ <queue>.webhooks ──▶ webhook intake
 //! ```
 //!
 //! Every queue that holds work, waiting retries or dead letters is a quorum queue, so on a
@@ -197,7 +197,11 @@ impl Topology {
         let mut webhooks = quorum_arguments();
         webhooks.insert("x-max-length".into(), AMQPValue::LongInt(1_000_000));
         declare_queue(channel, &self.webhook_queue, webhooks).await?;
-        for event in [EventType::OrderCreated, EventType::StatusChanged] {
+        for event in [
+            EventType::OrderCreated,
+            EventType::StatusChanged,
+            EventType::PaymentChanged,
+        ] {
             bind(
                 channel,
                 &self.webhook_queue,

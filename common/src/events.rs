@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Money, OrderStatus};
+use crate::domain::{Money, OrderStatus, PaymentStatus};
 
 /// What happened or is asked for; also the AMQP routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,23 +24,37 @@ pub enum EventType {
     /// An order was flagged stalled, or staff resumed it (a fact for live streams).
     #[serde(rename = "order.stall_changed")]
     StallChanged,
+    /// Staff recorded money received outside a payment provider (cash, an invoice paid).
+    #[serde(rename = "order.payment_recorded")]
+    PaymentRecorded,
+    /// Staff asked to give money back.
+    #[serde(rename = "order.refund_requested")]
+    RefundRequested,
+    /// An operation moved the order's money (a fact for integrators).
+    #[serde(rename = "order.payment_changed")]
+    PaymentChanged,
 }
 
 impl EventType {
     /// Every type this version knows.
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 8] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
         EventType::StatusChanged,
         EventType::StallChanged,
+        EventType::PaymentRecorded,
+        EventType::RefundRequested,
+        EventType::PaymentChanged,
     ];
 
     /// The types the worker consumes, each applied in `seq` order per order.
-    pub const COMMANDS: [EventType; 3] = [
+    pub const COMMANDS: [EventType; 5] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
+        EventType::PaymentRecorded,
+        EventType::RefundRequested,
     ];
 
     pub fn routing_key(self) -> &'static str {
@@ -50,6 +64,9 @@ impl EventType {
             EventType::CancelRequested => "order.cancel_requested",
             EventType::StatusChanged => "order.status_changed",
             EventType::StallChanged => "order.stall_changed",
+            EventType::PaymentRecorded => "order.payment_recorded",
+            EventType::RefundRequested => "order.refund_requested",
+            EventType::PaymentChanged => "order.payment_changed",
         }
     }
 
@@ -215,6 +232,44 @@ pub struct StallChanged {
     pub status: OrderStatus,
     /// Why the order stopped moving; `None` when staff resumed it.
     pub stalled_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_id: Option<i64>,
+}
+
+/// Payload of `order.payment_recorded`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRecorded {
+    pub amount: Money,
+    /// The shop's reference for the money (a receipt or bank transfer number).
+    pub reference: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Payload of `order.refund_requested`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequested {
+    pub amount: Money,
+    pub reason: Option<String>,
+}
+
+/// Payload of `order.payment_changed`: the operation and the order's money after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentChanged {
+    /// The ledger's kind: `authorization`, `failure`, `capture`, `void`, `receipt`, `refund`.
+    pub kind: String,
+    pub amount: Money,
+    pub currency: String,
+    pub payment_status: PaymentStatus,
+    pub amount_authorized: Money,
+    pub amount_captured: Money,
+    pub amount_refunded: Money,
+    pub customer_id: Uuid,
+    /// The order's status, which the operation may have moved (a full refund of a
+    /// delivered order makes it `refunded`, announced by its own `order.status_changed`).
+    pub status: OrderStatus,
+    /// What happened, in words meant for the customer.
+    pub message: String,
+    /// The change's number in the live order feed, set as it is announced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed_id: Option<i64>,
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::OrderStatus,
-    events::{Actor, Envelope, EventType, StallChanged, StatusChanged},
+    events::{Actor, Envelope, EventType, PaymentChanged, StallChanged, StatusChanged},
 };
 
 /// Fixed key of the advisory lock that numbers feed rows ("orderfed").
@@ -32,6 +32,8 @@ pub enum FeedKind {
     Stalled,
     /// Staff re-drove or skipped the command it was stalled on (staff only).
     Resumed,
+    /// An operation moved the order's money (its `reason` is the customer's sentence).
+    PaymentChanged,
 }
 
 impl FeedKind {
@@ -40,12 +42,13 @@ impl FeedKind {
             FeedKind::StatusChanged => "status_changed",
             FeedKind::Stalled => "stalled",
             FeedKind::Resumed => "resumed",
+            FeedKind::PaymentChanged => "payment_changed",
         }
     }
 
     /// Whether customers are told of it (stalls are the store's business).
     pub fn shown_to_customers(self) -> bool {
-        self == FeedKind::StatusChanged
+        matches!(self, FeedKind::StatusChanged | FeedKind::PaymentChanged)
     }
 }
 
@@ -107,6 +110,18 @@ fn describe(envelope: &Envelope) -> Option<(FeedEntry, Option<i64>)> {
                     stall.stalled_reason,
                     stall.customer_id,
                     stall.feed_id,
+                )
+            }
+            EventType::PaymentChanged => {
+                let payment = PaymentChanged::deserialize(&envelope.payload).ok()?;
+                (
+                    FeedKind::PaymentChanged,
+                    None,
+                    payment.status,
+                    None,
+                    Some(payment.message),
+                    payment.customer_id,
+                    payment.feed_id,
                 )
             }
             _ => return None,

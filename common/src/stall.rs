@@ -142,7 +142,7 @@ pub async fn skip(
     sqlx::query(
         "INSERT INTO processed_messages (event_id, order_id)
          SELECT event_id, order_id FROM outbox
-         WHERE order_id = $1 AND seq = $2 AND routing_key NOT IN ('order.status_changed', 'order.stall_changed')
+         WHERE order_id = $1 AND seq = $2 AND routing_key NOT IN ('order.status_changed', 'order.stall_changed', 'order.payment_changed')
          ON CONFLICT DO NOTHING",
     )
     .bind(order_id)
@@ -206,7 +206,7 @@ async fn requeue_unapplied(
              parked_at = NULL, dead_lettered_at = NULL, retried_at = NULL
          FROM orders o
          WHERE o.id = $1 AND x.order_id = o.id AND x.seq > o.applied_seq
-           AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed')",
+           AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed', 'order.payment_changed')",
     )
     .bind(order_id)
     .execute(&mut *conn)

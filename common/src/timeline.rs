@@ -17,10 +17,14 @@ pub enum EntryKind {
     Notified,
     /// An operator skipped a command that could not be applied (staff only).
     Skipped,
+    /// Staff recorded money received or asked for a refund.
+    PaymentRequested,
+    /// An operation moved the order's money.
+    PaymentChanged,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 7] = [
+    pub const ALL: [EntryKind; 9] = [
         EntryKind::Created,
         EntryKind::StatusChangeRequested,
         EntryKind::CancelRequested,
@@ -28,6 +32,8 @@ impl EntryKind {
         EntryKind::Rejected,
         EntryKind::Notified,
         EntryKind::Skipped,
+        EntryKind::PaymentRequested,
+        EntryKind::PaymentChanged,
     ];
 
     /// The kind a stored `order_events.kind` names.
@@ -44,6 +50,8 @@ impl EntryKind {
             EntryKind::Rejected => "rejected",
             EntryKind::Notified => "notified",
             EntryKind::Skipped => "skipped",
+            EntryKind::PaymentRequested => "payment_requested",
+            EntryKind::PaymentChanged => "payment_changed",
         }
     }
 }

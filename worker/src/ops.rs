@@ -40,7 +40,7 @@ pub async fn stats(pool: &PgPool, settings: &Settings) -> anyhow::Result<Stats> 
     let (orders_pending, orders_stuck, orders_stalled): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM orders WHERE status = 'pending'),
                 (SELECT count(*) FROM orders o JOIN outbox x ON x.order_id = o.id AND x.seq = o.applied_seq + 1
-                   AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed')
+                   AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed', 'order.payment_changed')
                  WHERE o.applied_seq < o.last_seq AND x.created_at < now() - make_interval(secs => $1)),
                 (SELECT count(*) FROM orders WHERE stalled_at IS NOT NULL)",
     )

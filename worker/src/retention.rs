@@ -44,7 +44,7 @@ impl Swept {
 const OUTBOX: &str = "DELETE FROM outbox WHERE id IN (
      SELECT o.id FROM outbox o LEFT JOIN orders ord ON ord.id = o.order_id
      WHERE o.published_at < now() - make_interval(secs => $1)
-       AND (o.routing_key IN ('order.status_changed', 'order.stall_changed') OR ord.id IS NULL OR ord.applied_seq >= o.seq)
+       AND (o.routing_key IN ('order.status_changed', 'order.stall_changed', 'order.payment_changed') OR ord.id IS NULL OR ord.applied_seq >= o.seq)
      LIMIT $2)";
 const INBOX: &str = "DELETE FROM processed_messages WHERE event_id IN (
      SELECT event_id FROM processed_messages

@@ -97,7 +97,7 @@ pub async fn round(
                     x.dead_lettered_at, x.last_error
              FROM orders o
              JOIN outbox x ON x.order_id = o.id AND x.seq = o.applied_seq + 1
-                          AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed')
+                          AND x.routing_key NOT IN ('order.status_changed', 'order.stall_changed', 'order.payment_changed')
              WHERE o.applied_seq < o.last_seq
                AND x.created_at < now() - make_interval(secs => $1)
          ), locked AS MATERIALIZED (

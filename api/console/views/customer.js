@@ -151,6 +151,16 @@ export async function myOrders(ctx) {
 }
 
 /// An order's summary, lines and timeline; `actions(order)` adds what the viewer may do.
+/// The order's money in a line: its payment status and what was taken, given back and is due.
+export function paymentSummary(order) {
+  const { payment, currency } = order;
+  const parts = [payment.status.replaceAll("_", " ")];
+  if (Number(payment.amount_captured) > 0) parts.push(`${formatMoney(payment.amount_captured, currency)} received`);
+  if (Number(payment.amount_refunded) > 0) parts.push(`${formatMoney(payment.amount_refunded, currency)} refunded`);
+  if (Number(payment.amount_due) > 0) parts.push(`${formatMoney(payment.amount_due, currency)} due`);
+  return parts.join(" · ");
+}
+
 export async function orderDetail(ctx, id, actions) {
   const { indicator, onState } = liveIndicator();
   const summary = h("section", { class: "card", "aria-label": "Order" });
@@ -164,6 +174,7 @@ export async function orderDetail(ctx, id, actions) {
         h("dt", {}, "Status"), h("dd", { "data-field": "status" }, statusBadge(order.status), order.pending_status ? ` (becoming ${order.pending_status})` : ""),
         h("dt", {}, "Tracking number"), h("dd", { "data-field": "tracking" }, order.tracking_number || "—"),
         h("dt", {}, "Total"), h("dd", {}, formatMoney(order.total_amount, order.currency)),
+        h("dt", {}, "Payment"), h("dd", { "data-field": "payment" }, paymentSummary(order)),
         h("dt", {}, "Ship to"), h("dd", {}, `${order.customer_name}, ${order.shipping_address}`),
         h("dt", {}, "Placed"), h("dd", {}, formatTime(order.created_at)),
         order.stalled_reason ? [h("dt", {}, "Stalled"), h("dd", { class: "error" }, order.stalled_reason)] : null,

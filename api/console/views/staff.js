@@ -89,9 +89,43 @@ export async function board(ctx) {
   );
 }
 
+/// Record money received by hand, and refund what was taken (through the queue, like status changes).
+function moneyControls(ctx, order, done) {
+  const { payment } = order;
+  const controls = h("div", { class: "actions" });
+  const form = (label, path, fields, body, submit, options) =>
+    h("form", {
+      class: "inline",
+      "aria-label": label,
+      onsubmit: async (event) => {
+        event.preventDefault();
+        if (await ctx.busy(() => post(`/api/orders/${order.id}/${path}`, body(), options), `${label}…`)) {
+          ctx.say(`Order ${shortId(order.id)}: ${label.toLowerCase()} requested.`);
+          done();
+        }
+      },
+    }, ...fields.map((f) => f.element), h("button", { type: "submit" }, submit));
+  const status = order.pending_status || order.status;
+  if (Number(payment.amount_due) > 0 && status !== "cancelled") {
+    const amount = field("Amount received", { required: true, inputmode: "decimal", pattern: "\\d+(\\.\\d{1,2})?", value: payment.amount_due });
+    const reference = field("Reference (receipt, transfer)", { maxlength: 100 });
+    controls.append(form("Record payment", "payments", [amount, reference],
+      () => ({ amount: amount.input.value.trim(), reference: reference.input.value.trim() || undefined }), "Record payment"));
+  }
+  const refundable = Number(payment.amount_captured) - Number(payment.amount_refunded);
+  if (refundable > 0) {
+    const amount = field("Amount to refund", { required: true, inputmode: "decimal", pattern: "\\d+(\\.\\d{1,2})?", value: refundable.toFixed(2) });
+    const reason = field("Reason for the refund", { maxlength: 1000 });
+    controls.append(form("Refund", "refunds", [amount, reason],
+      () => ({ amount: amount.input.value.trim(), reason: reason.input.value.trim() || undefined }), "Refund", { idempotent: true }));
+  }
+  return controls;
+}
+
 export function orderPage(ctx, id) {
   return orderDetail(ctx, id, (order, render) => {
     const controls = moveControls(ctx, order, render);
+    controls.append(moneyControls(ctx, order, render));
     if (order.stalled_reason && ctx.user.role === "admin") controls.append(resolveControls(ctx, order.id, render));
     return controls;
   });

@@ -175,7 +175,11 @@ impl Hub {
             )
             .await
             .context("declaring this process's live queue")?;
-        for event in [EventType::StatusChanged, EventType::StallChanged] {
+        for event in [
+            EventType::StatusChanged,
+            EventType::StallChanged,
+            EventType::PaymentChanged,
+        ] {
             channel
                 .queue_bind(
                     queue.name().as_str().into(),

@@ -23,6 +23,7 @@ use utoipa::{
         (name = "users", description = "Profiles and user management"),
         (name = "products", description = "The catalogue"),
         (name = "orders", description = "Orders, status changes, their timeline and live updates"),
+        (name = "payments", description = "Money on an order: payments recorded by hand, refunds, the ledger"),
         (name = "notifications", description = "Order updates for the signed-in user"),
         (name = "webhooks", description = "Signed order events for integrators: endpoints, secrets, the delivery log (admins)"),
         (name = "operations", description = "Dead letters: messages the workers could not apply (admins)"),

@@ -66,6 +66,9 @@ async fn the_openapi_document_lists_every_route_and_the_bearer_scheme(pool: PgPo
         ("/api/webhooks/{id}/deliveries", "get"),
         ("/api/webhooks/{id}/deliveries/{event_id}/resend", "post"),
         ("/api/webhooks/{id}/deliveries/resend-failed", "post"),
+        ("/api/orders/{id}/payments", "get"),
+        ("/api/orders/{id}/payments", "post"),
+        ("/api/orders/{id}/refunds", "post"),
         ("/health", "get"),
         ("/health/ready", "get"),
     ];

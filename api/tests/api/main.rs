@@ -17,6 +17,7 @@ mod mail;
 mod metrics;
 mod notifications;
 mod orders;
+mod payments;
 mod pipeline;
 mod products;
 mod relay;

@@ -58,9 +58,44 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
     );
     app.move_order(&vendor, &id, json!({ "status": "delivered" }))
         .await;
-    let refund = json!({ "status": "refunded", "note": "broken on arrival" });
-    let order = app.move_order(&admin, &id, refund).await;
+    // Cash on delivery, then refunded in full: the order reads `refunded`.
+    let paid = json!({ "amount": "80.00", "reference": "COD-1" });
+    let response = app
+        .post(
+            &format!("/api/orders/{id}/payments"),
+            Some(&vendor.token),
+            paid,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // Only money the worker has recorded as captured can be refunded.
+    wait_until(
+        "the payment is recorded",
+        Duration::from_secs(20),
+        || async {
+            let order: Value = app
+                .get(&format!("/api/orders/{id}"), &alice.token)
+                .await
+                .json()
+                .await
+                .expect("order");
+            order["payment"]["status"] == "paid"
+        },
+    )
+    .await;
+    let refund = json!({ "amount": "80.00", "reason": "broken on arrival" });
+    let response = app
+        .post(
+            &format!("/api/orders/{id}/refunds"),
+            Some(&admin.token),
+            refund,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let order = app.wait_for_status(&alice.token, &id, "refunded").await;
     assert!(order["pending_status"].is_null());
+    assert_eq!(order["payment"]["status"], "refunded");
+    assert_eq!(order["payment"]["amount_refunded"], "80.00");
 
     let timeline: Value = app
         .get(&format!("/api/orders/{id}/events"), &admin.token)
@@ -90,8 +125,8 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
         .iter()
         .find(|e| e["to_status"] == "refunded" && e["kind"] == "status_changed")
         .expect("refund");
-    assert_eq!(refund["actor_role"], "admin");
-    assert_eq!(refund["reason"], "broken on arrival");
+    assert_eq!(refund["actor_role"], "system");
+    assert_eq!(refund["reason"], "refunded in full");
 
     // The customer's view: what happened, in their words; no staff ids, notes or sequence.
     let seen: Value = app
@@ -105,8 +140,20 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
         .iter()
         .find(|e| e["to_status"] == "refunded" && e["kind"] == "status_changed")
         .expect("refund");
-    assert_eq!(refund["actor_role"], "store");
+    assert_eq!(refund["actor_role"], "system");
     assert_eq!(refund["message"], "Your order was refunded.");
+    let money: Vec<&str> = seen
+        .iter()
+        .filter(|e| e["kind"] == "payment_changed")
+        .map(|e| e["message"].as_str().expect("message"))
+        .collect();
+    assert_eq!(
+        money,
+        [
+            "Payment of 80.00 USD received. Thank you.",
+            "80.00 USD refunded to you."
+        ]
+    );
     for entry in seen {
         for staff_only in ["actor_id", "reason", "seq"] {
             assert!(
@@ -126,7 +173,10 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
         .json()
         .await
         .expect("json");
-    assert_eq!(notifications["total"], 5);
+    assert_eq!(
+        notifications["total"], 7,
+        "five changes, a payment and a refund"
+    );
     let newest = notifications["items"][0]["message"]
         .as_str()
         .expect("message");

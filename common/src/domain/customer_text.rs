@@ -2,7 +2,7 @@
 //! text notes, `out_of_stock: SKU-1, SKU-2`); customers get these sentences instead, in
 //! the timeline and in notifications alike.
 
-use super::OrderStatus;
+use super::{Money, OrderStatus, payment::Operation};
 
 /// The customer-facing sentence for an order reaching `to`, given the staff-side `reason`
 /// and the role of whoever caused it (`customer`, `vendor`, `admin`, `system`).
@@ -25,6 +25,20 @@ fn cancellation_sentence(reason: Option<&str>, actor_role: &str) -> &'static str
         "Order cancelled at your request."
     } else {
         "Order cancelled by the store."
+    }
+}
+
+/// The customer-facing sentence for an operation on their order's money.
+pub fn payment_sentence(operation: Operation, currency: &str) -> String {
+    let amount = Money::from_minor(operation.amount());
+    match operation {
+        Operation::Authorize(_) => format!("Payment of {amount} {currency} authorised."),
+        Operation::Fail => "Your payment was declined.".to_owned(),
+        Operation::Capture(_) | Operation::Receive(_) => {
+            format!("Payment of {amount} {currency} received. Thank you.")
+        }
+        Operation::Void => "The hold on your payment was released.".to_owned(),
+        Operation::Refund(_) => format!("{amount} {currency} refunded to you."),
     }
 }
 

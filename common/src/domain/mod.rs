@@ -1,10 +1,12 @@
-//! Domain types that parse rather than trust: roles, money, order status.
+//! Domain types that parse rather than trust: roles, money, order status, payments.
 
 pub mod customer_text;
 pub mod money;
+pub mod payment;
 pub mod role;
 pub mod status;
 
 pub use money::Money;
+pub use payment::{Payment, PaymentStatus};
 pub use role::Role;
 pub use status::OrderStatus;

@@ -1,10 +1,13 @@
 //! The order lifecycle as a pure function: which transitions exist and who may ask for them.
 //!
 //! ```text
-//! pending ─system─▶ confirmed ─staff─▶ processing ─staff─▶ shipped ─staff─▶ delivered ─staff─▶ refunded
+//! pending ─system─▶ confirmed ─staff─▶ processing ─staff─▶ shipped ─staff─▶ delivered ─system─▶ refunded
 //!    ├─system (out of stock)─▶ cancelled
 //!    └─ cancel: customer while pending/confirmed; staff up to processing ─▶ cancelled
 //! ```
+//!
+//! A delivered order becomes `refunded` when refunds give back everything captured for it
+//! (see `payment`), never by a word staff set.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -28,7 +31,7 @@ pub enum OrderStatus {
 /// Who asks for a transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Initiator {
-    /// The worker, deciding on stock.
+    /// The worker, deciding on stock and money.
     System,
     User(Role),
 }
@@ -122,11 +125,14 @@ impl OrderStatus {
             return Err(TransitionError::Impossible { from: self, to });
         }
         let permitted = match by {
-            Initiator::System => matches!((self, to), (Pending, Confirmed | Cancelled)),
+            Initiator::System => matches!(
+                (self, to),
+                (Pending, Confirmed | Cancelled) | (Delivered, Refunded)
+            ),
             Initiator::User(Role::Customer) => {
                 matches!((self, to), (Pending | Confirmed, Cancelled))
             }
-            Initiator::User(Role::Vendor | Role::Admin) => to != Confirmed,
+            Initiator::User(Role::Vendor | Role::Admin) => !matches!(to, Confirmed | Refunded),
         };
         if permitted {
             Ok(())
@@ -169,10 +175,8 @@ mod tests {
             (Pending, Cancelled) => true,
             (Confirmed, Cancelled) => by == CUSTOMER || staff,
             (Processing, Cancelled) => staff,
-            (Confirmed, Processing)
-            | (Processing, Shipped)
-            | (Shipped, Delivered)
-            | (Delivered, Refunded) => staff,
+            (Delivered, Refunded) => by == SYSTEM,
+            (Confirmed, Processing) | (Processing, Shipped) | (Shipped, Delivered) => staff,
             _ => false,
         }
     }

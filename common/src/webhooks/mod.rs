@@ -10,11 +10,22 @@ pub use signature::{SigningSecret, generate_secret, sign};
 use crate::events::{Envelope, EventType};
 
 /// Every event type an endpoint can subscribe to.
-pub const EVENT_TYPES: [&str; 3] = ["order.created", "order.status_changed", "order.cancelled"];
+pub const EVENT_TYPES: [&str; 8] = [
+    "order.created",
+    "order.status_changed",
+    "order.cancelled",
+    "order.payment_authorized",
+    "order.payment_failed",
+    "order.payment_voided",
+    "order.paid",
+    "order.refunded",
+];
 
 /// The webhook type of an event on the exchange, or `None` for the commands and the
-/// stall changes (the store's own business) integrators do not receive. A change into `cancelled` is `order.cancelled` (and only that), every other
-/// change `order.status_changed`.
+/// stall changes (the store's own business) integrators do not receive. A change into
+/// `cancelled` is `order.cancelled` (and only that), every other change
+/// `order.status_changed`; a payment operation is named for what it did (money taken by
+/// capture or by hand is `order.paid`, partly or wholly).
 pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
     match envelope.event_type {
         EventType::OrderCreated => Some("order.created"),
@@ -22,9 +33,19 @@ pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
             Some("order.cancelled")
         }
         EventType::StatusChanged => Some("order.status_changed"),
-        EventType::StatusChangeRequested | EventType::CancelRequested | EventType::StallChanged => {
-            None
-        }
+        EventType::PaymentChanged => match envelope.payload["kind"].as_str()? {
+            "authorization" => Some("order.payment_authorized"),
+            "failure" => Some("order.payment_failed"),
+            "void" => Some("order.payment_voided"),
+            "capture" | "receipt" => Some("order.paid"),
+            "refund" => Some("order.refunded"),
+            _ => None,
+        },
+        EventType::StatusChangeRequested
+        | EventType::CancelRequested
+        | EventType::StallChanged
+        | EventType::PaymentRecorded
+        | EventType::RefundRequested => None,
     }
 }
 
@@ -55,6 +76,24 @@ mod tests {
     fn a_change_into_cancelled_is_order_cancelled_and_no_other_change_is() {
         assert_eq!(event_type(&change("cancelled")), Some("order.cancelled"));
         assert_eq!(event_type(&change("shipped")), Some("order.status_changed"));
+    }
+
+    #[test]
+    fn a_payment_change_is_named_for_what_it_did() {
+        let mut envelope = change("shipped");
+        envelope.event_type = EventType::PaymentChanged;
+        for (kind, expected) in [
+            ("authorization", "order.payment_authorized"),
+            ("failure", "order.payment_failed"),
+            ("void", "order.payment_voided"),
+            ("capture", "order.paid"),
+            ("receipt", "order.paid"),
+            ("refund", "order.refunded"),
+        ] {
+            envelope.payload = serde_json::json!({ "kind": kind });
+            assert_eq!(event_type(&envelope), Some(expected));
+            assert!(EVENT_TYPES.contains(&expected));
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod store;
 pub use plan::turns;
 
 use common::events::Envelope;
+use plan::Command;
 use sqlx::PgPool;
 use store::StockRead;
 
@@ -89,11 +90,15 @@ pub async fn handle_batch(
     pool: &PgPool,
     commands: &[&Envelope],
 ) -> Result<Vec<Outcome>, HandleError> {
-    if let Some(outcomes) = apply(pool, commands, StockRead::Unlocked).await? {
+    let commands = commands
+        .iter()
+        .map(|envelope| Command::decode(envelope))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(outcomes) = apply(pool, &commands, StockRead::Unlocked).await? {
         return Ok(outcomes);
     }
     metrics::counter!("orderflow_worker_stock_rereads_total").increment(1);
-    apply(pool, commands, StockRead::Locked)
+    apply(pool, &commands, StockRead::Locked)
         .await?
         .ok_or_else(|| HandleError::Transient(anyhow::anyhow!("locked stock moved")))
 }
@@ -102,7 +107,7 @@ pub async fn handle_batch(
 /// stale before it could move the stock (rolled back).
 async fn apply(
     pool: &PgPool,
-    commands: &[&Envelope],
+    commands: &[Command<'_>],
     read: StockRead,
 ) -> Result<Option<Vec<Outcome>>, HandleError> {
     // A stuck lock must not hold a worker forever; the batch is retried instead.
@@ -112,8 +117,8 @@ async fn apply(
     let orders = store::lock_orders(&mut tx, commands).await?;
     let stock_moving: Vec<_> = commands
         .iter()
-        .filter(|command| plan::may_move_stock(command))
-        .map(|command| command.order_id)
+        .filter(|command| command.may_move_stock())
+        .map(|command| command.envelope.order_id)
         .collect();
     let stock = store::read_stock(&mut tx, &stock_moving, read).await?;
     let plan = plan::plan(commands, orders, stock)?;

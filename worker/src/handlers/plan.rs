@@ -3,13 +3,22 @@
 //! outcome in per-order sequence and every row the batch must write. The state machine
 //! decides; an allowed transition moves stock and yields status, timeline entries, a
 //! customer notification and an `order.status_changed` event; a refused one yields a
-//! timeline entry saying why. Either way the command's `seq` is recorded as applied.
+//! timeline entry saying why. Money commands go through the payment function the same way:
+//! an allowed operation yields the order's new amounts, a ledger row, timeline entries, a
+//! notification and an `order.payment_changed` event. Either way the command's `seq` is
+//! recorded as applied.
 
 use std::collections::HashMap;
 
 use common::{
-    domain::{OrderStatus, customer_text, status::Initiator},
-    events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested, StatusChanged},
+    domain::{
+        Money, OrderStatus, Payment, PaymentStatus, customer_text, payment::Operation,
+        status::Initiator,
+    },
+    events::{
+        Actor, CancelRequested, Envelope, EventType, PaymentChanged, PaymentRecorded,
+        RefundRequested, StatusChangeRequested, StatusChanged,
+    },
     timeline::EntryKind,
 };
 use uuid::Uuid;
@@ -24,6 +33,84 @@ pub struct LockedOrder {
     pub status: OrderStatus,
     pub applied_seq: i64,
     pub tracking_number: Option<String>,
+    pub currency: String,
+    pub total_amount_minor: i64,
+    pub payment_status: PaymentStatus,
+    pub amount_authorized_minor: i64,
+    pub amount_captured_minor: i64,
+    pub amount_refunded_minor: i64,
+    pub refunds_accepted_minor: i64,
+}
+
+impl LockedOrder {
+    fn payment(&self) -> Payment {
+        Payment {
+            total: self.total_amount_minor,
+            authorized: self.amount_authorized_minor,
+            captured: self.amount_captured_minor,
+            refunded: self.amount_refunded_minor,
+            status: self.payment_status,
+        }
+    }
+
+    fn set_payment(&mut self, payment: Payment) {
+        self.payment_status = payment.status;
+        self.amount_authorized_minor = payment.authorized;
+        self.amount_captured_minor = payment.captured;
+        self.amount_refunded_minor = payment.refunded;
+    }
+}
+
+/// What a command asks for, its payload decoded once.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `order.created`: reserve stock and confirm, or cancel.
+    Confirm,
+    ChangeStatus(StatusChangeRequested),
+    Cancel(CancelRequested),
+    RecordPayment(PaymentRecorded),
+    Refund(RefundRequested),
+}
+
+/// A command: its envelope and what it asks for.
+#[derive(Debug, Clone)]
+pub struct Command<'a> {
+    pub envelope: &'a Envelope,
+    pub action: Action,
+}
+
+impl<'a> Command<'a> {
+    /// Decodes `envelope` as a command; a payload that does not fit its type, or an event
+    /// that is not a command, is permanent.
+    pub fn decode(envelope: &'a Envelope) -> Result<Self, HandleError> {
+        let action = match envelope.event_type {
+            EventType::OrderCreated => Action::Confirm,
+            EventType::StatusChangeRequested => Action::ChangeStatus(payload(envelope)?),
+            EventType::CancelRequested => Action::Cancel(payload(envelope)?),
+            EventType::PaymentRecorded => Action::RecordPayment(payload(envelope)?),
+            EventType::RefundRequested => Action::Refund(payload(envelope)?),
+            EventType::StatusChanged | EventType::StallChanged | EventType::PaymentChanged => {
+                return Err(HandleError::Permanent(format!(
+                    "{} is not a command the worker applies",
+                    envelope.event_type.routing_key()
+                )));
+            }
+        };
+        Ok(Command { envelope, action })
+    }
+
+    /// Whether it may move stock (reserve, release or ship): its products must be read
+    /// before it is decided.
+    pub fn may_move_stock(&self) -> bool {
+        match &self.action {
+            Action::Confirm | Action::Cancel(_) => true,
+            Action::ChangeStatus(request) => matches!(
+                request.status,
+                OrderStatus::Shipped | OrderStatus::Cancelled
+            ),
+            Action::RecordPayment(_) | Action::Refund(_) => false,
+        }
+    }
 }
 
 /// One line of an order whose command may move stock, with its product's locked stock.
@@ -35,23 +122,6 @@ pub struct StockLine {
     pub quantity: i32,
     pub stock: i32,
     pub reserved: i32,
-}
-
-/// Whether `command` may move stock (reserve, release or ship): its products must be
-/// locked and loaded before it is decided.
-pub fn may_move_stock(command: &Envelope) -> bool {
-    match command.event_type {
-        EventType::OrderCreated | EventType::CancelRequested => true,
-        EventType::StatusChangeRequested => {
-            payload::<StatusChangeRequested>(command).is_ok_and(|request| {
-                matches!(
-                    request.status,
-                    OrderStatus::Shipped | OrderStatus::Cancelled
-                )
-            })
-        }
-        EventType::StatusChanged | EventType::StallChanged => false,
-    }
 }
 
 /// A timeline entry to write.
@@ -102,6 +172,21 @@ pub struct ProductRow {
     pub refused_at: Option<i32>,
 }
 
+/// A ledger entry to write: one operation on an order's money.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub kind: &'static str,
+    pub amount_minor: i64,
+    /// For money recorded by hand, the command's event id: a command applied twice
+    /// would collide with its own entry.
+    pub provider_reference: String,
+    pub actor_id: Option<Uuid>,
+    pub note: Option<String>,
+    pub payment_status: PaymentStatus,
+}
+
 /// Everything a batch writes, in one statement.
 #[derive(Debug, Default)]
 pub struct Writes {
@@ -111,8 +196,9 @@ pub struct Writes {
     pub notifications: Vec<NotificationRow>,
     /// Emails for the customers who want them (the store checks who does).
     pub emails: Vec<EmailRow>,
-    /// `order.status_changed` events for the outbox.
+    /// `order.status_changed` and `order.payment_changed` events for the outbox.
     pub events: Vec<Envelope>,
+    pub ledger: Vec<LedgerRow>,
     /// Inbox rows: `(event_id, order_id)` of every command applied or refused.
     pub processed: Vec<(Uuid, Uuid)>,
     pub products: Vec<ProductRow>,
@@ -143,7 +229,7 @@ pub fn turns(commands: impl Iterator<Item = (Uuid, i64)>) -> Vec<usize> {
 /// order; a command for an order not among `orders`, or with a payload that does not fit
 /// its type, fails the whole batch (permanently).
 pub fn plan(
-    commands: &[&Envelope],
+    commands: &[Command<'_>],
     orders: Vec<LockedOrder>,
     stock: Vec<StockLine>,
 ) -> Result<Plan, HandleError> {
@@ -154,8 +240,15 @@ pub fn plan(
     let mut book = StockBook::new(stock);
     let mut writes = Writes::default();
     let mut outcomes = vec![Outcome::Duplicate; commands.len()];
-    for i in turns(commands.iter().map(|c| (c.order_id, c.seq))) {
-        let command = commands[i];
+    for i in turns(
+        commands
+            .iter()
+            .map(|c| (c.envelope.order_id, c.envelope.seq)),
+    ) {
+        let Command {
+            envelope: command,
+            action,
+        } = &commands[i];
         let Some((order, changed)) = orders.get_mut(&command.order_id) else {
             return Err(HandleError::Permanent(format!(
                 "order {} does not exist",
@@ -170,8 +263,57 @@ pub fn plan(
         if command.seq < next_expected {
             continue;
         }
-        let change = requested_change(command, order, &mut book)?;
-        outcomes[i] = if attempt(order, change, &mut book, &mut writes) {
+        let applied = match action {
+            Action::RecordPayment(recorded) => {
+                let operation = Operation::Receive(recorded.amount.minor());
+                let note = recorded.reference.iter().chain(&recorded.note);
+                let note = note.cloned().collect::<Vec<_>>().join(": ");
+                settle(
+                    order,
+                    operation,
+                    Some(note).filter(|n| !n.is_empty()),
+                    command,
+                    &mut writes,
+                )
+            }
+            Action::Refund(refund) => {
+                let operation = Operation::Refund(refund.amount.minor());
+                settle(
+                    order,
+                    operation,
+                    refund.reason.clone(),
+                    command,
+                    &mut writes,
+                )
+            }
+            Action::Confirm => {
+                let change = confirmation(command, order, &mut book);
+                attempt(order, change, &mut book, &mut writes)
+            }
+            Action::ChangeStatus(request) => {
+                let change = Change::new(
+                    command,
+                    request.status,
+                    command.actor.clone(),
+                    request.note.clone(),
+                    request.tracking_number.clone(),
+                );
+                attempt(order, change, &mut book, &mut writes)
+            }
+            Action::Cancel(request) => {
+                let reason = request.reason.clone();
+                let reason = reason.unwrap_or_else(|| "cancelled on request".into());
+                let change = Change::new(
+                    command,
+                    OrderStatus::Cancelled,
+                    command.actor.clone(),
+                    Some(reason),
+                    None,
+                );
+                attempt(order, change, &mut book, &mut writes)
+            }
+        };
+        outcomes[i] = if applied {
             Outcome::Applied
         } else {
             Outcome::Refused
@@ -197,69 +339,45 @@ struct Change<'a> {
     cause: &'a Envelope,
 }
 
-fn requested_change<'a>(
+impl<'a> Change<'a> {
+    fn new(
+        cause: &'a Envelope,
+        to: OrderStatus,
+        actor: Actor,
+        reason: Option<String>,
+        tracking_number: Option<String>,
+    ) -> Self {
+        Change {
+            to,
+            actor,
+            reason,
+            tracking_number,
+            cause,
+        }
+    }
+}
+
+/// What `order.created` comes to: confirmed with its stock reserved, or cancelled for want
+/// of stock.
+fn confirmation<'a>(
     command: &'a Envelope,
     order: &LockedOrder,
     book: &mut StockBook,
-) -> Result<Change<'a>, HandleError> {
-    let change = |to, actor, reason, tracking_number| Change {
-        to,
-        actor,
-        reason,
-        tracking_number,
-        cause: command,
+) -> Change<'a> {
+    // Reserve only for an order that can still be confirmed (not one cancelled meanwhile).
+    let reservation = if order.status == OrderStatus::Pending {
+        book.reserve(order.id)
+    } else {
+        Ok(())
     };
-    Ok(match command.event_type {
-        EventType::OrderCreated => {
-            // Reserve only for an order that can still be confirmed (not one cancelled meanwhile).
-            let reservation = if order.status == OrderStatus::Pending {
-                book.reserve(order.id)
-            } else {
-                Ok(())
-            };
-            match reservation {
-                Ok(()) => change(
-                    OrderStatus::Confirmed,
-                    Actor::system(),
-                    Some("stock reserved".into()),
-                    None,
-                ),
-                Err(short) => change(
-                    OrderStatus::Cancelled,
-                    Actor::system(),
-                    Some(format!("out_of_stock: {}", short.join(", "))),
-                    None,
-                ),
-            }
-        }
-        EventType::StatusChangeRequested => {
-            let request: StatusChangeRequested = payload(command)?;
-            change(
-                request.status,
-                command.actor.clone(),
-                request.note,
-                request.tracking_number,
-            )
-        }
-        EventType::CancelRequested => {
-            let request: CancelRequested = payload(command)?;
-            let reason = request
-                .reason
-                .unwrap_or_else(|| "cancelled on request".into());
-            change(
-                OrderStatus::Cancelled,
-                command.actor.clone(),
-                Some(reason),
-                None,
-            )
-        }
-        EventType::StatusChanged | EventType::StallChanged => {
-            return Err(HandleError::Permanent(format!(
-                "{} is not a command the worker applies",
-                command.event_type.routing_key()
-            )));
-        }
-    })
+    let (to, reason) = match reservation {
+        Ok(()) => (OrderStatus::Confirmed, "stock reserved".to_owned()),
+        Err(short) => (
+            OrderStatus::Cancelled,
+            format!("out_of_stock: {}", short.join(", ")),
+        ),
+    };
+    Change::new(command, to, Actor::system(), Some(reason), None)
 }
 
 /// Applies `change` to `order` when the lifecycle allows it now, else records the refusal.
@@ -302,6 +420,114 @@ fn attempt(
         _ => {}
     }
     apply(order, change, writes);
+    true
+}
+
+/// Applies a money operation to `order` when its payment allows it, else records the
+/// refusal. Returns whether it was applied. A refund that gives back everything captured
+/// for a delivered order also makes the order `refunded`.
+fn settle(
+    order: &mut LockedOrder,
+    operation: Operation,
+    note: Option<String>,
+    cause: &Envelope,
+    writes: &mut Writes,
+) -> bool {
+    let actor = &cause.actor;
+    let next = match order.payment().apply(operation) {
+        Ok(next) => next,
+        Err(refusal) => {
+            // The api counted an accepted refund against what may still be refunded; one
+            // that cannot apply gives that room back.
+            if let Operation::Refund(amount) = operation {
+                order.refunds_accepted_minor -= amount;
+            }
+            tracing::info!(order_id = %order.id, kind = operation.kind(), %refusal, "payment operation refused");
+            writes.entries.push(EntryRow {
+                id: Uuid::now_v7(),
+                order_id: order.id,
+                kind: EntryKind::Rejected,
+                from: None,
+                to: order.status,
+                actor_id: actor.user_id,
+                actor_role: actor.role.clone(),
+                reason: Some(format!("{}: {refusal}", refusal.code())),
+                seq: cause.seq,
+            });
+            return false;
+        }
+    };
+    order.set_payment(next);
+    writes.ledger.push(LedgerRow {
+        id: Uuid::now_v7(),
+        order_id: order.id,
+        kind: operation.kind(),
+        amount_minor: operation.amount(),
+        provider_reference: cause.event_id.to_string(),
+        actor_id: actor.user_id,
+        note: note.clone(),
+        payment_status: next.status,
+    });
+    let sentence = customer_text::payment_sentence(operation, &order.currency);
+    let entry = |kind, actor_id, actor_role: &str, reason| EntryRow {
+        id: Uuid::now_v7(),
+        order_id: order.id,
+        kind,
+        from: None,
+        to: order.status,
+        actor_id,
+        actor_role: actor_role.to_owned(),
+        reason,
+        seq: cause.seq,
+    };
+    // The customer's sentence: amounts, never the staff note (which the ledger keeps).
+    writes.entries.push(entry(
+        EntryKind::PaymentChanged,
+        actor.user_id,
+        &actor.role,
+        Some(sentence.clone()),
+    ));
+    writes.notifications.push(NotificationRow {
+        id: Uuid::now_v7(),
+        user_id: order.customer_id,
+        order_id: order.id,
+        kind: format!("payment_{}", operation.kind()),
+        message: format!(
+            "Your order {}: {sentence}",
+            customer_text::order_reference(order.id)
+        ),
+    });
+    writes.entries.push(entry(
+        EntryKind::Notified,
+        None,
+        "system",
+        Some("customer notified".into()),
+    ));
+    writes.events.push(Envelope::new(
+        EventType::PaymentChanged,
+        order.id,
+        cause.seq,
+        actor.clone(),
+        cause.correlation_id.clone(),
+        PaymentChanged {
+            kind: operation.kind().to_owned(),
+            amount: Money::from_minor(operation.amount()),
+            currency: order.currency.clone(),
+            payment_status: next.status,
+            amount_authorized: Money::from_minor(next.authorized),
+            amount_captured: Money::from_minor(next.captured),
+            amount_refunded: Money::from_minor(next.refunded),
+            customer_id: order.customer_id,
+            status: order.status,
+            message: sentence,
+            feed_id: None,
+        },
+    ));
+    if next.status == PaymentStatus::Refunded && order.status == OrderStatus::Delivered {
+        let reason = Some("refunded in full".to_owned());
+        let change = Change::new(cause, OrderStatus::Refunded, Actor::system(), reason, None);
+        apply(order, change, writes);
+    }
     true
 }
 
@@ -530,7 +756,31 @@ mod tests {
             status,
             applied_seq,
             tracking_number: None,
+            currency: "USD".into(),
+            total_amount_minor: 10_000,
+            payment_status: PaymentStatus::Unpaid,
+            amount_authorized_minor: 0,
+            amount_captured_minor: 0,
+            amount_refunded_minor: 0,
+            refunds_accepted_minor: 0,
         }
+    }
+
+    /// Decodes the commands and decides them.
+    fn decide(
+        commands: &[&Envelope],
+        orders: Vec<LockedOrder>,
+        stock: Vec<StockLine>,
+    ) -> Result<Plan, HandleError> {
+        let commands = commands
+            .iter()
+            .map(|envelope| Command::decode(envelope))
+            .collect::<Result<Vec<_>, _>>()?;
+        plan(&commands, orders, stock)
+    }
+
+    fn may_move_stock(command: &Envelope) -> bool {
+        Command::decode(command).is_ok_and(|command| command.may_move_stock())
     }
 
     fn command(
@@ -581,7 +831,7 @@ mod tests {
         let placed = order(Pending, 0);
         let product = Uuid::now_v7();
         let command = created(&placed);
-        let plan = plan(
+        let plan = decide(
             &[&command],
             vec![placed.clone()],
             vec![line(&placed, product, 2, 5)],
@@ -632,7 +882,7 @@ mod tests {
         ];
         let commands: Vec<Envelope> = orders.iter().map(created).collect();
         let refs: Vec<&Envelope> = commands.iter().collect();
-        let plan = plan(&refs, orders.clone(), stock).expect("plan");
+        let plan = decide(&refs, orders.clone(), stock).expect("plan");
         assert_eq!(
             plan.outcomes,
             [Outcome::Applied; 3],
@@ -678,7 +928,7 @@ mod tests {
         let placed = order(Pending, 0);
         let product = Uuid::now_v7();
         let command = created(&placed);
-        let plan = plan(
+        let plan = decide(
             &[&command],
             vec![placed.clone()],
             vec![line(&placed, product, 2, 1)],
@@ -706,7 +956,7 @@ mod tests {
         let stock = orders.iter().map(|o| line(o, product, 1, 2)).collect();
         let commands: Vec<Envelope> = orders.iter().map(created).collect();
         let refs: Vec<&Envelope> = commands.iter().collect();
-        let plan = plan(&refs, orders.clone(), stock).expect("plan");
+        let plan = decide(&refs, orders.clone(), stock).expect("plan");
         assert_eq!(status_of(&plan, &orders[0]), Confirmed);
         assert_eq!(status_of(&plan, &orders[1]), Confirmed);
         assert_eq!(status_of(&plan, &orders[2]), Cancelled);
@@ -731,7 +981,7 @@ mod tests {
             json!({ "reason": "changed my mind" }),
         );
         let created = created(&placed);
-        let plan = plan(
+        let plan = decide(
             &[&cancel, &created],
             vec![placed.clone()],
             vec![line(&placed, product, 2, 5)],
@@ -759,7 +1009,7 @@ mod tests {
         let confirmed = order(Confirmed, 1);
         let again = created(&confirmed);
         let early = status_change(&confirmed, 3, json!({ "status": "shipped" }));
-        let plan = plan(&[&again, &early], vec![confirmed], Vec::new()).expect("plan");
+        let plan = decide(&[&again, &early], vec![confirmed], Vec::new()).expect("plan");
         assert_eq!(
             plan.outcomes,
             [Outcome::Duplicate, Outcome::Early { next_expected: 2 }]
@@ -775,7 +1025,7 @@ mod tests {
     fn a_refused_command_is_recorded_and_counted_as_applied_in_sequence() {
         let processing = order(Processing, 2);
         let ship = status_change(&processing, 3, json!({ "status": "shipped" }));
-        let plan = plan(&[&ship], vec![processing.clone()], Vec::new()).expect("plan");
+        let plan = decide(&[&ship], vec![processing.clone()], Vec::new()).expect("plan");
         assert_eq!(plan.outcomes, [Outcome::Refused]);
         assert_eq!(status_of(&plan, &processing), Processing);
         assert_eq!(plan.writes.orders[0].applied_seq, 3);
@@ -800,7 +1050,7 @@ mod tests {
         assert!(may_move_stock(&ship));
         let mut held = line(&processing, product, 2, 5);
         held.reserved = 2;
-        let plan = plan(&[&ship], vec![processing.clone()], vec![held]).expect("plan");
+        let plan = decide(&[&ship], vec![processing.clone()], vec![held]).expect("plan");
         assert_eq!(plan.outcomes, [Outcome::Applied]);
         assert_eq!(
             plan.writes.orders[0].tracking_number.as_deref(),
@@ -821,7 +1071,7 @@ mod tests {
     fn processing_is_notified_but_not_emailed() {
         let confirmed = order(Confirmed, 1);
         let start = status_change(&confirmed, 2, json!({ "status": "processing" }));
-        let plan = plan(&[&start], vec![confirmed.clone()], vec![]).expect("plan");
+        let plan = decide(&[&start], vec![confirmed.clone()], vec![]).expect("plan");
         assert_eq!(status_of(&plan, &confirmed), Processing);
         assert_eq!(plan.writes.notifications.len(), 1);
         assert!(plan.writes.emails.is_empty());
@@ -831,13 +1081,110 @@ mod tests {
     fn a_command_for_a_missing_order_or_with_a_bad_payload_fails_the_batch() {
         let ghost = created(&order(Pending, 0));
         assert!(
-            matches!(plan(&[&ghost], Vec::new(), Vec::new()), Err(HandleError::Permanent(r)) if r.contains("does not exist"))
+            matches!(decide(&[&ghost], Vec::new(), Vec::new()), Err(HandleError::Permanent(r)) if r.contains("does not exist"))
         );
         let confirmed = order(Confirmed, 1);
         let garbled = status_change(&confirmed, 2, json!({ "status": "teleported" }));
         assert!(!may_move_stock(&garbled));
         assert!(
-            matches!(plan(&[&garbled], vec![confirmed], Vec::new()), Err(HandleError::Permanent(r)) if r.contains("payload"))
+            matches!(decide(&[&garbled], vec![confirmed], Vec::new()), Err(HandleError::Permanent(r)) if r.contains("payload"))
         );
+    }
+
+    #[test]
+    fn money_received_by_hand_is_ledgered_announced_and_notified() {
+        let confirmed = order(Confirmed, 1);
+        let paid = command(
+            EventType::PaymentRecorded,
+            &confirmed,
+            2,
+            json!({ "amount": "100.00", "reference": "INV-7", "note": "cash" }),
+        );
+        let plan = decide(&[&paid], vec![confirmed.clone()], Vec::new()).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Applied]);
+        let written = &plan.writes.orders[0];
+        assert_eq!(
+            (
+                written.payment_status,
+                written.amount_captured_minor,
+                written.status
+            ),
+            (PaymentStatus::Paid, 10_000, Confirmed)
+        );
+        let ledger = &plan.writes.ledger[0];
+        assert_eq!((ledger.kind, ledger.amount_minor), ("receipt", 10_000));
+        assert_eq!(ledger.provider_reference, paid.event_id.to_string());
+        assert_eq!(ledger.note.as_deref(), Some("INV-7: cash"));
+        assert_eq!(plan.writes.events[0].event_type, EventType::PaymentChanged);
+        assert_eq!(plan.writes.events[0].payload["payment_status"], "paid");
+        assert!(
+            plan.writes.notifications[0]
+                .message
+                .contains("Payment of 100.00 USD received")
+        );
+    }
+
+    #[test]
+    fn refunding_everything_captured_for_a_delivered_order_makes_it_refunded() {
+        let mut delivered = order(Delivered, 5);
+        delivered.payment_status = PaymentStatus::Paid;
+        delivered.amount_authorized_minor = 10_000;
+        delivered.amount_captured_minor = 10_000;
+        delivered.refunds_accepted_minor = 10_000;
+        let refund = |seq, amount: &str| {
+            command(
+                EventType::RefundRequested,
+                &delivered,
+                seq,
+                json!({ "amount": amount, "reason": "damaged" }),
+            )
+        };
+        let (part, rest) = (refund(6, "40.00"), refund(7, "60.00"));
+        let plan = decide(&[&part, &rest], vec![delivered.clone()], Vec::new()).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Applied, Outcome::Applied]);
+        let written = &plan.writes.orders[0];
+        assert_eq!(
+            (
+                written.payment_status,
+                written.amount_refunded_minor,
+                written.status
+            ),
+            (PaymentStatus::Refunded, 10_000, Refunded)
+        );
+        let kinds: Vec<_> = plan.writes.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventType::PaymentChanged,
+                EventType::PaymentChanged,
+                EventType::StatusChanged
+            ]
+        );
+        assert_eq!(
+            plan.writes.events[0].payload["payment_status"],
+            "partially_refunded"
+        );
+    }
+
+    #[test]
+    fn a_refund_beyond_what_was_captured_is_refused_and_gives_its_room_back() {
+        let mut shipped = order(Shipped, 3);
+        shipped.refunds_accepted_minor = 500;
+        let refund = command(
+            EventType::RefundRequested,
+            &shipped,
+            4,
+            json!({ "amount": "5.00" }),
+        );
+        let plan = decide(&[&refund], vec![shipped.clone()], Vec::new()).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Refused]);
+        let written = &plan.writes.orders[0];
+        assert_eq!(
+            (written.refunds_accepted_minor, written.applied_seq),
+            (0, 4)
+        );
+        assert!(plan.writes.ledger.is_empty() && plan.writes.events.is_empty());
+        let reason = plan.writes.entries[0].reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("refund_exceeds_captured"), "{reason}");
     }
 }

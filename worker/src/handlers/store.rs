@@ -1,11 +1,10 @@
 //! The batch's statements: lock its orders, read the stock its commands may move, write
 //! everything [`super::plan`] decided, and move the stock.
 
-use common::events::Envelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::plan::{LockedOrder, ProductRow, StockLine, Writes};
+use super::plan::{Command, LockedOrder, ProductRow, StockLine, Writes};
 
 /// Locks the commands' orders in id order (`NO KEY UPDATE`: the timeline and notification
 /// rows that reference them need not wait). An order that does not exist is absent.
@@ -14,11 +13,13 @@ use super::plan::{LockedOrder, ProductRow, StockLine, Writes};
 /// `applied_seq`, read under this lock; the inbox's unique key backs that up.
 pub async fn lock_orders(
     conn: &mut PgConnection,
-    commands: &[&Envelope],
+    commands: &[Command<'_>],
 ) -> sqlx::Result<Vec<LockedOrder>> {
-    let ids: Vec<Uuid> = commands.iter().map(|command| command.order_id).collect();
+    let ids: Vec<Uuid> = commands.iter().map(|c| c.envelope.order_id).collect();
     sqlx::query_as(
-        "SELECT id, customer_id, status, applied_seq, tracking_number
+        "SELECT id, customer_id, status, applied_seq, tracking_number, currency,
+                total_amount_minor, payment_status, amount_authorized_minor,
+                amount_captured_minor, amount_refunded_minor, refunds_accepted_minor
          FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
     )
     .bind(ids)
@@ -120,10 +121,9 @@ pub async fn move_stock(conn: &mut PgConnection, products: &[ProductRow]) -> sql
     Ok(moved.len() == products.len())
 }
 
-/// Writes a decided batch in one statement, all but its stock (moved after it by
-/// [`move_stock`]; its `order.status_changed` events are announced last, see
-/// `common::feed::announce`). Once no accepted command is pending, an
-/// order's projected status (what the API checks new requests against) converges on the
+/// Writes a decided batch in one statement, payment ledger rows included, all but its stock
+/// (moved after it by [`move_stock`]; its events are announced last, see
+/// `common::feed::announce`). Once no accepted command is pending, an order's projected status (what the API checks new requests against) converges on the
 /// real one; applying the command an order was stalled on clears the flag. Every entry
 /// of the batch carries the same instant; their v7 ids, made in order, keep them in order.
 pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()> {
@@ -133,6 +133,7 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
         notifications,
         emails,
         events: _,
+        ledger,
         processed,
         products: _,
     } = writes;
@@ -143,15 +144,19 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
         "WITH at AS (SELECT clock_timestamp() AS t),
          moved AS (
              UPDATE orders o SET status = u.status::order_status, tracking_number = u.tracking_number,
-                 applied_seq = u.applied_seq,
+                 applied_seq = u.applied_seq, payment_status = u.payment_status::payment_status,
+                 amount_authorized_minor = u.authorized, amount_captured_minor = u.captured,
+                 amount_refunded_minor = u.refunded, refunds_accepted_minor = u.refunds_accepted,
                  projected_status = CASE WHEN o.last_seq = u.applied_seq THEN u.status::order_status
                                          ELSE o.projected_status END,
                  updated_at = now(),
                  stalled_reason = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_reason END,
                  stalled_at = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_at END,
                  stalled_seq = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_seq END
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[])
-                 AS u(id, status, tracking_number, applied_seq)
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $26::text[],
+                         $27::bigint[], $28::bigint[], $29::bigint[], $30::bigint[])
+                 AS u(id, status, tracking_number, applied_seq, payment_status, authorized,
+                      captured, refunded, refunds_accepted)
              WHERE o.id = u.id
          ), entries AS (
              INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq, created_at)
@@ -166,6 +171,15 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
          ), inbox AS (
              INSERT INTO processed_messages (event_id, order_id)
              SELECT * FROM unnest($19::uuid[], $20::uuid[])
+         ), ledger AS (
+             INSERT INTO payment_transactions (id, order_id, kind, amount_minor, provider,
+                 provider_reference, actor_id, note, payment_status, created_at)
+             SELECT u.id, u.order_id, u.kind, u.amount, o.payment_provider, u.reference,
+                    u.actor_id, u.note, u.payment_status::payment_status, at.t
+             FROM unnest($31::uuid[], $32::uuid[], $33::text[], $34::bigint[], $35::text[],
+                         $36::uuid[], $37::text[], $38::text[])
+                 AS u(id, order_id, kind, amount, reference, actor_id, note, payment_status)
+             JOIN orders o ON o.id = u.order_id, at
          )
          INSERT INTO emails (id, order_id, status, recipient, message, tracking_number)
          SELECT u.id, u.order_id, u.status::order_status, o.customer_email, u.message,
@@ -200,6 +214,19 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
     .bind(emails.iter().map(|e| e.status.as_str()).collect::<Vec<_>>())
     .bind(emails.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
     .bind(emails.iter().map(|e| e.tracking_number.as_deref()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.payment_status.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.amount_authorized_minor).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.amount_captured_minor).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.amount_refunded_minor).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.refunds_accepted_minor).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.id).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.order_id).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.kind).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.amount_minor).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.provider_reference.as_str()).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.actor_id).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.note.as_deref()).collect::<Vec<_>>())
+    .bind(ledger.iter().map(|l| l.payment_status.as_str()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -1,10 +1,10 @@
-//! Status changes and cancellations: checked against the order's projected status, then
-//! queued for the workers (202) in one conditional statement. Each gets the order's next
-//! sequence number, so workers apply them in the order they were accepted.
+//! Status changes, cancellations and money commands: checked against the order's projected
+//! state, then queued for the workers (202) in one conditional statement. Each gets the
+//! order's next sequence number, so workers apply them in the order they were accepted.
 
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
-    domain::{OrderStatus, status::Initiator},
+    domain::{Money, OrderStatus, status::Initiator},
     events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested},
     timeline::EntryKind,
 };
@@ -18,6 +18,7 @@ use crate::{
     detach::detached,
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath},
+    idempotency::{self, IdempotencyKey},
     middleware::RequestId,
     state::AppState,
     validation::Violations,
@@ -26,7 +27,8 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChangeRequest {
-    /// `processing`, `shipped` (needs a tracking number), `delivered`, `refunded` or `cancelled`.
+    /// `processing`, `shipped` (needs a tracking number), `delivered` or `cancelled`; an order
+    /// becomes `refunded` once refunds give back everything captured.
     pub status: OrderStatus,
     #[schema(max_length = 1000)]
     pub note: Option<String>,
@@ -54,6 +56,9 @@ struct CommandTarget {
     tracking_number: Option<String>,
     stalled_reason: Option<String>,
     last_seq: i64,
+    total_amount_minor: i64,
+    amount_captured_minor: i64,
+    refunds_accepted_minor: i64,
 }
 
 #[utoipa::path(
@@ -83,16 +88,26 @@ pub async fn change_status(
         v.length(tracking.trim(), "tracking_number", 1, 100);
     }
     v.finish()?;
-    let command = if body.status == OrderStatus::Cancelled {
-        Command::Cancel { reason: body.note }
+    let queued = if body.status == OrderStatus::Cancelled {
+        Queued::cancel(body.note)?
     } else {
-        Command::Change(StatusChangeRequested {
-            status: body.status,
-            note: body.note,
-            tracking_number: body.tracking_number.map(|t| t.trim().to_owned()),
-        })
+        let tracking_number = body.tracking_number.map(|t| t.trim().to_owned());
+        Queued {
+            kind: EntryKind::StatusChangeRequested,
+            event_type: EventType::StatusChangeRequested,
+            reason: body.note.clone(),
+            asks: Asks::Status {
+                to: body.status,
+                needs_tracking: body.status.requires_tracking_number() && tracking_number.is_none(),
+            },
+            payload: json(StatusChangeRequested {
+                status: body.status,
+                note: body.note,
+                tracking_number,
+            })?,
+        }
     };
-    detached(async move { enqueue(&state, &user, &request_id, id, command).await }).await
+    detached(async move { enqueue(&state, &user, &request_id, id, queued, None).await }).await
 }
 
 #[utoipa::path(
@@ -110,37 +125,75 @@ pub async fn cancel_order(
     RequestId(request_id): RequestId,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
-    let reason = format!("cancelled by {}", user.role.as_str());
-    let command = Command::Cancel {
-        reason: Some(reason),
-    };
-    detached(async move { enqueue(&state, &user, &request_id, id, command).await }).await
+    let queued = Queued::cancel(Some(format!("cancelled by {}", user.role.as_str())))?;
+    detached(async move { enqueue(&state, &user, &request_id, id, queued, None).await }).await
 }
 
-enum Command {
-    Change(StatusChangeRequested),
-    Cancel { reason: Option<String> },
+/// A command about to take an order's next `seq`: its timeline entry, its event, and what
+/// it asks of the order.
+pub(super) struct Queued {
+    pub kind: EntryKind,
+    pub event_type: EventType,
+    pub reason: Option<String>,
+    pub payload: serde_json::Value,
+    pub asks: Asks,
 }
 
-impl Command {
+/// What a command asks of an order, checked before it is queued.
+pub(super) enum Asks {
+    /// A status change (cancellation included); `needs_tracking` when shipping without a
+    /// tracking number in the request.
+    Status {
+        to: OrderStatus,
+        needs_tracking: bool,
+    },
+    /// Money received by hand: at most what is still to pay.
+    Receipt(Money),
+    /// Money given back: at most what is captured and not yet refunded or being refunded.
+    Refund(Money),
+}
+
+impl Queued {
+    fn cancel(reason: Option<String>) -> ApiResult<Queued> {
+        Ok(Queued {
+            kind: EntryKind::CancelRequested,
+            event_type: EventType::CancelRequested,
+            reason: reason.clone(),
+            asks: Asks::Status {
+                to: OrderStatus::Cancelled,
+                needs_tracking: false,
+            },
+            payload: json(CancelRequested { reason })?,
+        })
+    }
+
     fn metric_label(&self) -> &'static str {
-        match self {
-            Command::Change(_) => "status_change",
-            Command::Cancel { .. } => "cancel",
+        match self.event_type {
+            EventType::CancelRequested => "cancel",
+            EventType::PaymentRecorded => "payment",
+            EventType::RefundRequested => "refund",
+            _ => "status_change",
         }
     }
 }
 
-/// Queues `command` and counts the answer by command and outcome.
-async fn enqueue(
+/// A payload as the envelope carries it.
+pub(super) fn json(payload: impl Serialize) -> ApiResult<serde_json::Value> {
+    Ok(serde_json::to_value(payload).map_err(anyhow::Error::from)?)
+}
+
+/// Queues `queued` (storing the answer for `key` in the same transaction, when there is
+/// one) and counts the answer by command and outcome.
+pub(super) async fn enqueue(
     state: &AppState,
     user: &CurrentUser,
     request_id: &str,
     order_id: Uuid,
-    command: Command,
+    queued: Queued,
+    key: Option<&IdempotencyKey>,
 ) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
-    let label = command.metric_label();
-    let result = write_command(state, user, request_id, order_id, command).await;
+    let label = queued.metric_label();
+    let result = write_command(state, user, request_id, order_id, queued, key).await;
     let outcome = match &result {
         Ok(_) => "accepted",
         Err(ApiError::Conflict { .. } | ApiError::Validation(_)) => "refused",
@@ -157,9 +210,13 @@ const MAX_RACES: usize = 8;
 
 /// Queues a command in one statement, only if the order is still as it was read (same
 /// sequence number, not stalled): its `last_seq` is the version the check was made against.
+/// A refund (`$13`, 0 for other commands) also counts against what may still be refunded,
+/// and is not queued when that would exceed what is captured.
 const QUEUE_COMMAND_SQL: &str = "WITH bumped AS (
-         UPDATE orders SET projected_status = $2, last_seq = $3, updated_at = now()
+         UPDATE orders SET projected_status = $2, last_seq = $3, updated_at = now(),
+             refunds_accepted_minor = refunds_accepted_minor + $13
          WHERE id = $1 AND last_seq = $3 - 1 AND stalled_at IS NULL
+           AND amount_captured_minor - refunds_accepted_minor >= $13
          RETURNING id
      ), logged AS (
          INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq)
@@ -171,82 +228,79 @@ const QUEUE_COMMAND_SQL: &str = "WITH bumped AS (
      SELECT count(*) FROM bumped";
 
 /// Reads the order, checks the command against it, and queues it in one conditional
-/// statement: two round trips and no transaction. A command that raced another for the
-/// same order is read and checked again, so sequence numbers still follow acceptance.
+/// statement: two round trips and no transaction (one, with an `Idempotency-Key`). A
+/// command that raced another for the same order is read and checked again, so sequence
+/// numbers still follow acceptance.
 async fn write_command(
     state: &AppState,
     user: &CurrentUser,
     request_id: &str,
     order_id: Uuid,
-    command: Command,
+    queued: Queued,
+    key: Option<&IdempotencyKey>,
 ) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
-    let target = match &command {
-        Command::Change(change) => change.status,
-        Command::Cancel { .. } => OrderStatus::Cancelled,
-    };
-    let needs_tracking = match &command {
-        Command::Change(change) => {
-            target.requires_tracking_number() && change.tracking_number.is_none()
-        }
-        Command::Cancel { .. } => false,
-    };
     let actor = Actor {
         user_id: Some(user.id),
         role: user.role.as_str().to_owned(),
     };
-    let (kind, event_type, reason, payload) = match command {
-        Command::Change(change) => (
-            EntryKind::StatusChangeRequested,
-            EventType::StatusChangeRequested,
-            change.note.clone(),
-            serde_json::to_value(change),
-        ),
-        Command::Cancel { reason } => (
-            EntryKind::CancelRequested,
-            EventType::CancelRequested,
-            reason.clone(),
-            serde_json::to_value(CancelRequested { reason }),
-        ),
+    let refund = match queued.asks {
+        Asks::Refund(amount) => amount.minor(),
+        _ => 0,
     };
-    let payload = payload.map_err(anyhow::Error::from)?;
     for _ in 0..MAX_RACES {
         let order: CommandTarget = sqlx::query_as(
-            "SELECT status, projected_status, tracking_number, stalled_reason, last_seq FROM orders
-             WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2)",
+            "SELECT status, projected_status, tracking_number, stalled_reason, last_seq,
+                    total_amount_minor, amount_captured_minor, refunds_accepted_minor
+             FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2)",
         )
         .bind(order_id)
         .bind(owner_filter(user))
         .fetch_optional(&state.pool)
         .await?
         .ok_or(ApiError::NotFound(NO_ORDER))?;
-        check(&order, target, user, needs_tracking)?;
+        let target = check(&order, &queued.asks, user)?;
         let seq = order.last_seq + 1;
         let envelope = Envelope::new(
-            event_type,
+            queued.event_type,
             order_id,
             seq,
             actor.clone(),
             request_id,
-            payload.clone(),
+            queued.payload.clone(),
         );
         let body = serde_json::to_value(&envelope).map_err(anyhow::Error::from)?;
-        let queued: i64 = sqlx::query_scalar(QUEUE_COMMAND_SQL)
+        let statement = sqlx::query_scalar(QUEUE_COMMAND_SQL)
             .bind(order_id)
             .bind(target)
             .bind(seq)
             .bind(Uuid::now_v7())
-            .bind(kind.as_str())
+            .bind(queued.kind.as_str())
             .bind(order.projected_status)
             .bind(actor.user_id)
             .bind(&actor.role)
-            .bind(&reason)
+            .bind(&queued.reason)
             .bind(envelope.event_id)
-            .bind(event_type.routing_key())
+            .bind(queued.event_type.routing_key())
             .bind(body)
-            .fetch_one(&state.pool)
-            .await?;
-        if queued == 1 {
-            return Ok(accepted(state, order_id, &envelope, order.status, target));
+            .bind(refund);
+        let answer = |state| accepted(state, order_id, &envelope, order.status, target);
+        match key {
+            None => {
+                let queued: i64 = statement.fetch_one(&state.pool).await?;
+                if queued == 1 {
+                    return Ok(answer(state));
+                }
+            }
+            Some(key) => {
+                let mut tx = state.pool.begin().await?;
+                let queued: i64 = statement.fetch_one(&mut *tx).await?;
+                if queued == 1 {
+                    let (status, Json(response)) = answer(state);
+                    idempotency::complete(&mut tx, user.id, Some(key), status, &response).await?;
+                    tx.commit().await?;
+                    return Ok((status, Json(response)));
+                }
+            }
         }
     }
     Err(ApiError::conflict(
@@ -255,13 +309,9 @@ async fn write_command(
     ))
 }
 
-/// Whether `user` may ask for `target` now, judged against the order as read.
-fn check(
-    order: &CommandTarget,
-    target: OrderStatus,
-    user: &CurrentUser,
-    needs_tracking: bool,
-) -> ApiResult<()> {
+/// Whether `user` may ask for `asks` now, judged against the order as read; the order's
+/// projected status once it is applied.
+fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<OrderStatus> {
     if let Some(reason) = &order.stalled_reason {
         // Customers learn that staff are on it, not the internal reason.
         let detail = if user.role.is_staff() {
@@ -271,22 +321,56 @@ fn check(
         };
         return Err(ApiError::conflict("order_stalled", detail));
     }
-    if let Err(refusal) = order
-        .projected_status
-        .transition(target, Initiator::User(user.role))
-    {
-        return Err(ApiError::conflict(
-            "invalid_transition",
-            refusal.to_string(),
-        ));
+    match *asks {
+        Asks::Status { to, needs_tracking } => {
+            if let Err(refusal) = order
+                .projected_status
+                .transition(to, Initiator::User(user.role))
+            {
+                return Err(ApiError::conflict(
+                    "invalid_transition",
+                    refusal.to_string(),
+                ));
+            }
+            if needs_tracking && order.tracking_number.is_none() {
+                return Err(ApiError::invalid(
+                    "tracking_number",
+                    "is required to mark an order shipped",
+                ));
+            }
+            Ok(to)
+        }
+        Asks::Receipt(amount) => {
+            if order.projected_status == OrderStatus::Cancelled {
+                return Err(ApiError::conflict(
+                    "order_cancelled",
+                    "A cancelled order takes no payment.",
+                ));
+            }
+            let outstanding =
+                Money::from_minor(order.total_amount_minor - order.amount_captured_minor);
+            if amount > outstanding {
+                return Err(ApiError::conflict(
+                    "payment_exceeds_outstanding",
+                    format!("{amount} is more than the {outstanding} still to pay."),
+                ));
+            }
+            Ok(order.projected_status)
+        }
+        Asks::Refund(amount) => {
+            let refundable =
+                Money::from_minor(order.amount_captured_minor - order.refunds_accepted_minor);
+            if amount > refundable {
+                return Err(ApiError::conflict(
+                    "refund_exceeds_captured",
+                    format!(
+                        "{amount} is more than the {refundable} captured and not yet refunded."
+                    ),
+                ));
+            }
+            Ok(order.projected_status)
+        }
     }
-    if needs_tracking && order.tracking_number.is_none() {
-        return Err(ApiError::invalid(
-            "tracking_number",
-            "is required to mark an order shipped",
-        ));
-    }
-    Ok(())
 }
 
 fn accepted(

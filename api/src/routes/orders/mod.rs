@@ -1,11 +1,12 @@
-//! `/api/orders`: placing, reading, editing orders and queuing status changes and
-//! cancellations for the workers, resolving stalled orders, and following orders live.
+//! `/api/orders`: placing, reading, editing orders and queuing status changes,
+//! cancellations, payments and refunds for the workers, resolving stalled orders, and following orders live.
 //! Another customer's order is always 404.
 
 mod commands;
 mod create;
 mod insert;
 mod model;
+mod payments;
 mod pricing;
 mod read;
 mod stalled;
@@ -37,6 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(commands::change_status))
         .routes(routes!(timeline::order_timeline))
+        .routes(routes!(payments::record_payment, payments::payment_ledger))
+        .routes(routes!(payments::refund_order))
         .routes(routes!(stalled::redrive_order))
         .routes(routes!(stalled::skip_command))
         .routes(routes!(stream::stream_orders))

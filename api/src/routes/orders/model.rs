@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use common::domain::{Money, OrderStatus, Role};
+use common::domain::{Money, OrderStatus, PaymentStatus, Role};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -30,13 +30,26 @@ pub struct OrderRow {
     pub stalled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    pub payment: PaymentRow,
+}
+
+/// The money columns of an order.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub payment_provider: String,
+    pub payment_status: PaymentStatus,
+    pub amount_authorized_minor: i64,
+    pub amount_captured_minor: i64,
+    pub amount_refunded_minor: i64,
 }
 
 macro_rules! order_columns {
     () => {
         "id, customer_id, status, projected_status, currency, total_amount_minor, items_count,
          customer_name, customer_email, customer_phone, shipping_address, notes, tracking_number,
-         stalled_reason, stalled_at, created_at, updated_at"
+         stalled_reason, stalled_at, created_at, updated_at, payment_provider, payment_status,
+         amount_authorized_minor, amount_captured_minor, amount_refunded_minor"
     };
 }
 pub(crate) use order_columns;
@@ -85,6 +98,7 @@ pub struct OrderResponse {
     pub notes: Option<String>,
     pub tracking_number: Option<String>,
     pub items: Vec<OrderItemResponse>,
+    pub payment: PaymentSummary,
     /// *Staff only*: why the order stopped moving (its next command was dead-lettered or
     /// never arrived); new status changes are refused with 409 `order_stalled` until an
     /// admin re-drives or skips the command.
@@ -95,6 +109,38 @@ pub struct OrderResponse {
     pub stalled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The money on an order (see docs/payments.md).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PaymentSummary {
+    /// `manual`: staff record the money received (cash on delivery, an invoice paid) and
+    /// the refunds given.
+    pub provider: String,
+    pub status: PaymentStatus,
+    pub amount_authorized: Money,
+    pub amount_captured: Money,
+    pub amount_refunded: Money,
+    /// What is still to pay: the total less what was captured; nothing once cancelled.
+    pub amount_due: Money,
+}
+
+impl PaymentSummary {
+    pub fn new(row: &PaymentRow, total_minor: i64, status: OrderStatus) -> Self {
+        let due = if status == OrderStatus::Cancelled {
+            0
+        } else {
+            total_minor - row.amount_captured_minor
+        };
+        PaymentSummary {
+            provider: row.payment_provider.clone(),
+            status: row.payment_status,
+            amount_authorized: Money::from_minor(row.amount_authorized_minor),
+            amount_captured: Money::from_minor(row.amount_captured_minor),
+            amount_refunded: Money::from_minor(row.amount_refunded_minor),
+            amount_due: Money::from_minor(due),
+        }
+    }
 }
 
 impl OrderResponse {
@@ -129,6 +175,7 @@ impl OrderResponse {
                     total_price: Money::from_minor(item.total_price_minor),
                 })
                 .collect(),
+            payment: PaymentSummary::new(&order.payment, order.total_amount_minor, order.status),
             stalled_reason: order.stalled_reason.filter(|_| staff),
             stalled_at: order.stalled_at.filter(|_| staff),
             created_at: order.created_at,

@@ -67,7 +67,8 @@ pub struct StreamParams {
 pub struct OrderUpdate {
     /// The event's number in the feed (also its SSE `id:`).
     pub id: i64,
-    /// `status_changed`; for staff also `stalled` and `resumed` (also its SSE `event:`).
+    /// `status_changed` or `payment_changed`; for staff also `stalled` and `resumed` (also
+    /// its SSE `event:`).
     pub kind: String,
     pub order_id: Uuid,
     pub from_status: Option<OrderStatus>,
@@ -299,6 +300,8 @@ impl View {
                 "The order stopped moving; staff must re-drive or skip its next command.".to_owned()
             }
             FeedKind::Resumed => "The order is moving again.".to_owned(),
+            // The worker wrote it for the customer: amounts, never a staff note.
+            FeedKind::PaymentChanged => entry.reason.clone().unwrap_or_default(),
         };
         let update = OrderUpdate {
             id: entry.id,

@@ -39,7 +39,9 @@ struct StoredEntry {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineEntry {
     pub id: Uuid,
-    /// `created`, `status_change_requested`, `cancel_requested`, `status_changed`, `rejected`, `notified` or `skipped` (staff only).
+    /// `created`, `status_change_requested`, `cancel_requested`, `status_changed`,
+    /// `payment_changed`, `rejected`, `notified`, and for staff also `payment_requested` and
+    /// `skipped`.
     pub kind: String,
     pub from_status: Option<OrderStatus>,
     pub to_status: Option<OrderStatus>,
@@ -79,6 +81,9 @@ impl StoredEntry {
             (Some(EntryKind::Skipped), _) => {
                 "A command that could not be applied was skipped.".to_owned()
             }
+            // Written in the customer's words by the worker.
+            (Some(EntryKind::PaymentChanged), _) => self.reason.clone().unwrap_or_default(),
+            (Some(EntryKind::PaymentRequested), _) => "Payment operation requested.".to_owned(),
             _ => self.kind.replace('_', " "),
         }
     }
@@ -87,7 +92,12 @@ impl StoredEntry {
     fn shown_to_customers(&self) -> bool {
         matches!(
             EntryKind::parse(&self.kind),
-            Some(EntryKind::Created | EntryKind::StatusChanged | EntryKind::Notified)
+            Some(
+                EntryKind::Created
+                    | EntryKind::StatusChanged
+                    | EntryKind::PaymentChanged
+                    | EntryKind::Notified
+            )
         ) || self.actor_role == "customer"
     }
 
