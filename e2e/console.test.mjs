@@ -1,7 +1,8 @@
 // The console in a real browser: a customer places an order on a phone-sized screen while
 // a vendor's board is open in another browser context; the board shows the new order
 // without a reload; the vendor ships it; the customer's page shows `shipped` and the
-// tracking number without a reload. Every page visited is checked with axe-core.
+// tracking number without a reload; once delivered, the vendor records the cash and refunds
+// it on the order's page. Every page visited is checked with axe-core.
 //
 // Run by the Rust test `console::a_customer_and_a_vendor_work_side_by_side_in_a_real_browser`,
 // which starts the system and the users; settings come from the environment.
@@ -111,6 +112,17 @@ try {
   await row.getByText("delivered").waitFor(WAIT);
   await audit(customer, "my orders");
   if (!(await customer.evaluate(() => window.neverReloaded === true))) failures.push("the customer's page was reloaded");
+
+  // Cash on delivery: the vendor records it on the order's page, then refunds it in full.
+  await card().getByRole("link", { name: `Order ${short}` }).click();
+  await vendor.getByRole("heading", { name: `Order ${short}` }).waitFor(WAIT);
+  await vendor.getByRole("button", { name: "Record payment" }).click();
+  await vendor.locator('[data-field="payment"]').filter({ hasText: /^paid/ }).waitFor(WAIT);
+  await audit(vendor, "staff order page");
+  await vendor.screenshot({ path: `${shots}/vendor-order-paid.png`, fullPage: true });
+  await vendor.getByRole("button", { name: "Refund", exact: true }).click();
+  await vendor.locator('[data-field="status"]').filter({ hasText: "refunded" }).waitFor(WAIT);
+  await vendor.locator('[data-field="payment"]').filter({ hasText: /^refunded/ }).waitFor(WAIT);
 
   // An admin's pages: users, stalled orders, dead letters, webhooks, products.
   const adminContext = await browser.newContext({ viewport: { width: 1280, height: 900 }, bypassCSP: true });

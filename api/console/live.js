@@ -5,7 +5,7 @@
 
 import { post } from "./api.js";
 
-const KINDS = ["status_changed", "stalled", "resumed"];
+const KINDS = ["status_changed", "payment_changed", "stalled", "resumed"];
 
 export class LiveFeed {
   /// Follows `path` (e.g. /api/orders/stream); `onUpdate(update)` gets each event's data,

@@ -5,7 +5,10 @@ import { del, get, post, put } from "../api.js";
 import { field, formatTime, h, select, shortId } from "../dom.js";
 
 const ROLES = [["customer", "customer"], ["vendor", "vendor"], ["admin", "admin"]];
-const EVENT_TYPES = ["order.created", "order.status_changed", "order.cancelled"];
+const EVENT_TYPES = [
+  "order.created", "order.status_changed", "order.cancelled", "order.paid", "order.refunded",
+  "order.payment_authorized", "order.payment_failed", "order.payment_voided",
+];
 
 export async function users(ctx, query = "") {
   const page = await ctx.busy(() => get(query ? `/api/users/search?q=${encodeURIComponent(query)}&size=50` : "/api/users?size=50"));

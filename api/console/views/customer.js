@@ -187,7 +187,7 @@ export async function orderDetail(ctx, id, actions) {
       actions(order, render) || "",
     );
     timeline.replaceChildren(
-      ...events.map((entry) => h("li", {}, h("time", { datetime: entry.created_at }, formatTime(entry.created_at)), " ", entry.message, entry.reason ? h("span", { class: "muted" }, ` (${entry.reason})`) : "")),
+      ...events.map((entry) => h("li", {}, h("time", { datetime: entry.created_at }, formatTime(entry.created_at)), " ", entry.message, entry.reason && entry.reason !== entry.message ? h("span", { class: "muted" }, ` (${entry.reason})`) : "")),
     );
   };
   const feed = new LiveFeed(`/api/orders/${id}/stream`, render, onState);

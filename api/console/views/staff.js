@@ -164,7 +164,7 @@ export async function stalled(ctx) {
     ),
   );
   const { indicator, onState } = liveIndicator();
-  const feed = new LiveFeed("/api/orders/stream", (update) => update.kind !== "status_changed" && reload(), onState);
+  const feed = new LiveFeed("/api/orders/stream", (update) => ["stalled", "resumed"].includes(update.kind) && reload(), onState);
   ctx.onLeave(() => feed.close());
   ctx.show(
     "Stalled orders",

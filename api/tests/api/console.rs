@@ -121,9 +121,11 @@ async fn a_customer_and_a_vendor_work_side_by_side_in_a_real_browser(pool: PgPoo
     );
 
     // What the browser did is what the system recorded.
-    let placed: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT status::text, tracking_number FROM orders
-         WHERE customer_id = $1 AND id::text <> ALL($2::text[])",
+    // Paid in full by hand, then refunded in full.
+    let placed: Vec<(String, Option<String>, String, bool)> = sqlx::query_as(
+        "SELECT status::text, tracking_number, payment_status::text,
+                amount_refunded_minor = total_amount_minor AND total_amount_minor > 0
+         FROM orders WHERE customer_id = $1 AND id::text <> ALL($2::text[])",
     )
     .bind(alice.id)
     .bind(&earlier)
@@ -132,6 +134,11 @@ async fn a_customer_and_a_vendor_work_side_by_side_in_a_real_browser(pool: PgPoo
     .expect("orders");
     assert_eq!(
         placed,
-        [("delivered".to_owned(), Some("TRK-E2E-0042".to_owned()))]
+        [(
+            "refunded".to_owned(),
+            Some("TRK-E2E-0042".to_owned()),
+            "refunded".to_owned(),
+            true
+        )]
     );
 }

@@ -58,6 +58,15 @@ async fn an_order_lives_its_whole_life_through_the_queue(pool: PgPool) {
     );
     app.move_order(&vendor, &id, json!({ "status": "delivered" }))
         .await;
+    // `refunded` is what refunds make of an order, not a word staff set.
+    let by_hand = app
+        .patch(
+            &format!("/api/orders/{id}/status"),
+            &admin.token,
+            json!({ "status": "refunded" }),
+        )
+        .await;
+    assert_eq!(by_hand.status(), StatusCode::CONFLICT);
     // Cash on delivery, then refunded in full: the order reads `refunded`.
     let paid = json!({ "amount": "80.00", "reference": "COD-1" });
     let response = app

@@ -296,3 +296,35 @@ async fn staff_see_an_order_stall_and_resume_and_may_follow_one_status(pool: PgP
         "customers are not told of stalls"
     );
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn a_customer_sees_money_move_live_in_their_words(pool: PgPool) {
+    let app = TestApp::spawn_pipeline(pool, 1).await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "LAMP", "40.00", 5).await;
+    let order = app.order_id(&alice, "LAMP", 1).await;
+    app.wait_for_status(&alice.token, &order, "confirmed").await;
+    let path = format!("/api/orders/{order}/stream");
+    let mut followed = LiveStream::open(&app, &path, &alice.token, None).await;
+    let paid = json!({ "amount": "40.00", "note": "staff-only note" });
+    let response = app
+        .post(
+            &format!("/api/orders/{order}/payments"),
+            Some(&vendor.token),
+            paid,
+        )
+        .await;
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    let update = followed.next().await;
+    assert_eq!(update.kind, "payment_changed");
+    assert_eq!(
+        update.status(),
+        "confirmed",
+        "money does not move the status"
+    );
+    assert_eq!(
+        update.data["message"],
+        "Payment of 40.00 USD received. Thank you."
+    );
+    assert!(update.data.get("reason").is_none(), "{:?}", update.data);
+}
