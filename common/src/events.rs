@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Money, OrderStatus, PaymentStatus};
+use crate::domain::{ActorKind, Money, OrderStatus, PaymentStatus};
 
 /// What happened or is asked for; also the AMQP routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,14 +82,22 @@ pub struct Actor {
     /// The user, or `None` for the system (the worker itself).
     pub user_id: Option<Uuid>,
     /// `customer`, `vendor`, `admin` or `system`.
-    pub role: String,
+    pub role: ActorKind,
 }
 
 impl Actor {
     pub fn system() -> Self {
         Self {
             user_id: None,
-            role: "system".to_owned(),
+            role: ActorKind::System,
+        }
+    }
+
+    /// A signed-in user acting in their role.
+    pub fn user(id: uuid::Uuid, role: crate::domain::Role) -> Self {
+        Self {
+            user_id: Some(id),
+            role: ActorKind::User(role),
         }
     }
 }

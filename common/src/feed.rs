@@ -134,7 +134,7 @@ fn describe(envelope: &Envelope) -> Option<(FeedEntry, Option<i64>)> {
         from_status,
         status,
         tracking_number,
-        actor_role: envelope.actor.role.clone(),
+        actor_role: envelope.actor.role.as_str().to_owned(),
         reason,
         created_at: envelope.occurred_at,
     };

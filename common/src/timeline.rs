@@ -79,7 +79,7 @@ pub async fn record(conn: &mut PgConnection, entry: Entry<'_>) -> sqlx::Result<(
     .bind(entry.from)
     .bind(entry.to)
     .bind(entry.actor.user_id)
-    .bind(&entry.actor.role)
+    .bind(entry.actor.role.as_str())
     .bind(entry.reason)
     .bind(entry.seq)
     .execute(conn)

@@ -296,10 +296,7 @@ async fn a_payment_command_delivered_three_times_is_applied_once(pool: PgPool) {
         "t",
         json!({}),
     );
-    let staff = Actor {
-        user_id: Some(vendor.id),
-        role: "vendor".into(),
-    };
+    let staff = Actor::user(vendor.id, Role::Vendor);
     let paid = Envelope::new(
         EventType::PaymentRecorded,
         order,

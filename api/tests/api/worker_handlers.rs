@@ -112,10 +112,7 @@ async fn commands_for_unknown_orders_or_with_bad_payloads_are_permanent_failures
         .expect("id")
         .parse()
         .expect("uuid");
-    let actor = Actor {
-        user_id: Some(vendor.id),
-        role: "vendor".into(),
-    };
+    let actor = Actor::user(vendor.id, common::domain::Role::Vendor);
 
     let ghost = Envelope::new(
         EventType::OrderCreated,

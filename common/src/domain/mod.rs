@@ -8,5 +8,5 @@ pub mod status;
 
 pub use money::Money;
 pub use payment::{Payment, PaymentStatus};
-pub use role::Role;
+pub use role::{ActorKind, Role};
 pub use status::OrderStatus;

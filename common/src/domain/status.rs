@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Role;
+use super::{ActorKind, Role};
 
 /// Where an order is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, sqlx::Type)]
@@ -26,14 +26,6 @@ pub enum OrderStatus {
     Delivered,
     Cancelled,
     Refunded,
-}
-
-/// Who asks for a transition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initiator {
-    /// The worker, deciding on stock and money.
-    System,
-    User(Role),
 }
 
 /// Why a transition is refused.
@@ -104,7 +96,7 @@ impl OrderStatus {
     }
 
     /// Checks `self → to` asked by `by`. The single source of truth for the lifecycle.
-    pub fn transition(self, to: OrderStatus, by: Initiator) -> Result<(), TransitionError> {
+    pub fn transition(self, to: OrderStatus, by: ActorKind) -> Result<(), TransitionError> {
         use OrderStatus::*;
         if self == to {
             return Err(TransitionError::Unchanged(self));
@@ -125,24 +117,20 @@ impl OrderStatus {
             return Err(TransitionError::Impossible { from: self, to });
         }
         let permitted = match by {
-            Initiator::System => matches!(
+            ActorKind::System => matches!(
                 (self, to),
                 (Pending, Confirmed | Cancelled) | (Delivered, Refunded)
             ),
-            Initiator::User(Role::Customer) => {
+            ActorKind::User(Role::Customer) => {
                 matches!((self, to), (Pending | Confirmed, Cancelled))
             }
-            Initiator::User(Role::Vendor | Role::Admin) => !matches!(to, Confirmed | Refunded),
+            ActorKind::User(Role::Vendor | Role::Admin) => !matches!(to, Confirmed | Refunded),
         };
         if permitted {
             Ok(())
         } else {
-            let role = match by {
-                Initiator::System => "system",
-                Initiator::User(role) => role.as_str(),
-            };
             Err(TransitionError::NotPermitted {
-                role,
+                role: by.as_str(),
                 from: self,
                 to,
             })
@@ -162,13 +150,13 @@ mod tests {
     use OrderStatus::*;
 
     const ALL: [OrderStatus; 7] = OrderStatus::ALL;
-    const CUSTOMER: Initiator = Initiator::User(Role::Customer);
-    const VENDOR: Initiator = Initiator::User(Role::Vendor);
-    const ADMIN: Initiator = Initiator::User(Role::Admin);
-    const SYSTEM: Initiator = Initiator::System;
+    const CUSTOMER: ActorKind = ActorKind::User(Role::Customer);
+    const VENDOR: ActorKind = ActorKind::User(Role::Vendor);
+    const ADMIN: ActorKind = ActorKind::User(Role::Admin);
+    const SYSTEM: ActorKind = ActorKind::System;
 
     /// The complete table of allowed (from, to, initiator) triples.
-    fn allowed(from: OrderStatus, to: OrderStatus, by: Initiator) -> bool {
+    fn allowed(from: OrderStatus, to: OrderStatus, by: ActorKind) -> bool {
         let staff = by == VENDOR || by == ADMIN;
         match (from, to) {
             (Pending, Confirmed) => by == SYSTEM,

@@ -12,8 +12,7 @@ use std::collections::HashMap;
 
 use common::{
     domain::{
-        Money, OrderStatus, Payment, PaymentStatus, customer_text, payment::Operation,
-        status::Initiator,
+        ActorKind, Money, OrderStatus, Payment, PaymentStatus, customer_text, payment::Operation,
     },
     events::{
         Actor, CancelRequested, Envelope, EventType, PaymentChanged, PaymentRecorded,
@@ -133,7 +132,7 @@ pub struct EntryRow {
     pub from: Option<OrderStatus>,
     pub to: OrderStatus,
     pub actor_id: Option<Uuid>,
-    pub actor_role: String,
+    pub actor_role: ActorKind,
     pub reason: Option<String>,
     pub seq: i64,
 }
@@ -388,7 +387,7 @@ fn attempt(
     book: &mut StockBook,
     writes: &mut Writes,
 ) -> bool {
-    let refusal = match order.status.transition(change.to, initiator(&change.actor)) {
+    let refusal = match order.status.transition(change.to, change.actor.role) {
         Err(refusal) => Some(format!("{}: {refusal}", refusal.code())),
         Ok(())
             if change.to.requires_tracking_number()
@@ -450,7 +449,7 @@ fn settle(
                 from: None,
                 to: order.status,
                 actor_id: actor.user_id,
-                actor_role: actor.role.clone(),
+                actor_role: actor.role,
                 reason: Some(format!("{}: {refusal}", refusal.code())),
                 seq: cause.seq,
             });
@@ -469,14 +468,14 @@ fn settle(
         payment_status: next.status,
     });
     let sentence = customer_text::payment_sentence(operation, &order.currency);
-    let entry = |kind, actor_id, actor_role: &str, reason| EntryRow {
+    let entry = |kind, actor_id, actor_role, reason| EntryRow {
         id: Uuid::now_v7(),
         order_id: order.id,
         kind,
         from: None,
         to: order.status,
         actor_id,
-        actor_role: actor_role.to_owned(),
+        actor_role,
         reason,
         seq: cause.seq,
     };
@@ -484,7 +483,7 @@ fn settle(
     writes.entries.push(entry(
         EntryKind::PaymentChanged,
         actor.user_id,
-        &actor.role,
+        actor.role,
         Some(sentence.clone()),
     ));
     writes.notifications.push(NotificationRow {
@@ -500,7 +499,7 @@ fn settle(
     writes.entries.push(entry(
         EntryKind::Notified,
         None,
-        "system",
+        ActorKind::System,
         Some("customer notified".into()),
     ));
     writes.events.push(Envelope::new(
@@ -556,8 +555,11 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
     );
     // What the customer is told: never the staff-side reason, which may name SKUs or hold a
     // vendor's private note.
-    let sentence =
-        customer_text::status_sentence(change.to, change.reason.as_deref(), &change.actor.role);
+    let sentence = customer_text::status_sentence(
+        change.to,
+        change.reason.as_deref(),
+        change.actor.role.as_str(),
+    );
     if emails_customer(change.to) {
         writes.emails.push(EmailRow {
             id: event.event_id,
@@ -576,7 +578,7 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
         from: Some(from),
         to: change.to,
         actor_id: change.actor.user_id,
-        actor_role: change.actor.role.clone(),
+        actor_role: change.actor.role,
         reason: change.reason.clone(),
         seq,
     });
@@ -598,19 +600,10 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
         from: None,
         to: change.to,
         actor_id: None,
-        actor_role: "system".into(),
+        actor_role: ActorKind::System,
         reason: Some("customer notified".into()),
         seq,
     });
-}
-
-/// Who the state machine should see behind an actor; an unknown role may do nothing a user can't.
-fn initiator(actor: &Actor) -> Initiator {
-    match actor.role.parse() {
-        Ok(role) => Initiator::User(role),
-        Err(_) if actor.role == "system" => Initiator::System,
-        Err(_) => Initiator::User(common::domain::Role::Customer),
-    }
 }
 
 /// The changes a customer hears about by email; `processing` is the shop's business.
@@ -789,10 +782,7 @@ mod tests {
         seq: i64,
         payload: serde_json::Value,
     ) -> Envelope {
-        let vendor = Actor {
-            user_id: Some(Uuid::now_v7()),
-            role: "vendor".into(),
-        };
+        let vendor = Actor::user(Uuid::now_v7(), common::domain::Role::Vendor);
         Envelope::new(kind, order.id, seq, vendor, "test", payload)
     }
 

@@ -4,7 +4,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
-    domain::{Money, OrderStatus, status::Initiator},
+    domain::{ActorKind, Money, OrderStatus},
     events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested},
     timeline::EntryKind,
 };
@@ -239,10 +239,7 @@ async fn write_command(
     queued: Queued,
     key: Option<&IdempotencyKey>,
 ) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
-    let actor = Actor {
-        user_id: Some(user.id),
-        role: user.role.as_str().to_owned(),
-    };
+    let actor = Actor::user(user.id, user.role);
     let refund = match queued.asks {
         Asks::Refund(amount) => amount.minor(),
         _ => 0,
@@ -277,7 +274,7 @@ async fn write_command(
             .bind(queued.kind.as_str())
             .bind(order.projected_status)
             .bind(actor.user_id)
-            .bind(&actor.role)
+            .bind(actor.role.as_str())
             .bind(&queued.reason)
             .bind(envelope.event_id)
             .bind(queued.event_type.routing_key())
@@ -325,7 +322,7 @@ fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<Or
         Asks::Status { to, needs_tracking } => {
             if let Err(refusal) = order
                 .projected_status
-                .transition(to, Initiator::User(user.role))
+                .transition(to, ActorKind::User(user.role))
             {
                 return Err(ApiError::conflict(
                     "invalid_transition",

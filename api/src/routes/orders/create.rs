@@ -162,10 +162,7 @@ pub(super) fn new_order(
         units += line.quantity;
     }
     let order_id = Uuid::now_v7();
-    let actor = Actor {
-        user_id: Some(user.id),
-        role: user.role.as_str().to_owned(),
-    };
+    let actor = Actor::user(user.id, user.role);
     let payload = OrderCreated {
         customer_id: user.id,
         total_amount: total,

@@ -103,7 +103,7 @@ pub(super) async fn insert_orders(
         .bind(EntryKind::Created.as_str())
         // The timeline entries' ids.
         .bind(orders.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-        .bind(text(|o| &o.event.actor.role))
+        .bind(text(|o| o.event.actor.role.as_str()))
         .bind(EventType::OrderCreated.routing_key())
         .bind(orders.iter().map(|o| o.event.event_id).collect::<Vec<_>>())
         .bind(payloads)

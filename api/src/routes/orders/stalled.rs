@@ -93,10 +93,7 @@ pub async fn skip_command(
 }
 
 fn actor_of(admin: &CurrentUser) -> Actor {
-    Actor {
-        user_id: Some(admin.id),
-        role: admin.role.as_str().to_owned(),
-    }
+    Actor::user(admin.id, admin.role)
 }
 
 fn refusal(error: ResolveError) -> ApiError {

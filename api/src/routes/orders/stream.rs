@@ -439,7 +439,6 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    use common::events::Actor;
     use tokio::sync::broadcast;
 
     use super::*;
@@ -454,7 +453,7 @@ mod tests {
             from_status: Some(OrderStatus::Confirmed),
             status: OrderStatus::Processing,
             tracking_number: None,
-            actor_role: Actor::system().role,
+            actor_role: "system".into(),
             reason: None,
             created_at: Utc::now(),
         })
