@@ -1,6 +1,7 @@
 //! The Orderflow HTTP API: `app` builds the router from state; `serve` runs it until shutdown.
 
 pub mod accounts;
+pub mod application;
 pub mod auth;
 #[cfg(test)]
 mod bench_scripts;

@@ -2,11 +2,11 @@
 
 use anyhow::Context;
 use api::{
+    application::Application,
     cli::{Cli, Command},
-    state::AppState,
 };
 use clap::Parser;
-use common::{config::Settings, db, metrics, outbox, relay::Relay, shutdown, telemetry};
+use common::{config::Settings, db, metrics, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc returns freed memory to the system within milliseconds. With glibc's allocator
@@ -72,37 +72,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(address) => Some(metrics::listen(address).await?),
         None => None,
     };
-    metrics::handle();
-    common::relay::zero_counters();
-    let state = AppState::new(pool, settings)?;
+    let app = Application::build(pool, settings, listener)?;
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());
     if let Some(listener) = metrics_listener {
         tokio::spawn(metrics::serve(listener, shutdown.clone()));
     }
-    tokio::spawn(outbox::export_backlog(state.pool.clone(), shutdown.clone()));
-
-    let relay = Relay {
-        pool: state.pool.clone(),
-        settings: state.settings.clone(),
-        status: state.broker.clone(),
-        wake: state.outbox_wake.clone(),
-        name: "api outbox relay",
-    };
-    // The relay stops only after the server has drained, so it can publish what the last
-    // requests wrote.
-    let relay_stop = CancellationToken::new();
-    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
-    tokio::spawn(api::housekeeping::run(state.clone(), shutdown.clone()));
-    tokio::spawn(state.hub.clone().run(
-        state.pool.clone(),
-        state.settings.clone(),
-        shutdown.clone(),
-    ));
     tracing::info!(%address, "orderflow api listening; docs at /docs");
-    api::serve(listener, state, shutdown.clone()).await?;
-    relay_stop.cancel();
-    relay_task.await.context("outbox relay panicked")?;
+    app.run(shutdown).await?;
     tracing::info!("api stopped");
     Ok(())
 }

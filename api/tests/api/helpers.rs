@@ -1,10 +1,11 @@
-//! Test harness: spawns the real api (and, when asked, the outbox relay and workers) on a
-//! random port against the test's own database and its own exchanges and queues.
+//! Test harness: runs the real api (`Application`, as `main` does; with the outbox relay and
+//! live hub when asked, and workers) on a random port against the test's own database and
+//! its own exchanges and queues.
 
 use std::{sync::Arc, time::Duration};
 
-use api::{accounts, auth::password, state::AppState};
-use common::{broker::Topology, config::Settings, domain::Role, relay::Relay};
+use api::{accounts, application::Application, auth::password, state::AppState};
+use common::{broker::Topology, config::Settings, domain::Role};
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
@@ -89,29 +90,19 @@ impl TestApp {
         let database = &settings.database;
         let options = common::db::session_options(database, (*test_pool.connect_options()).clone());
         let pool = common::db::pool_options(database).connect_lazy_with(options);
-        let state = AppState::new(pool.clone(), settings).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let address = format!("http://{}", listener.local_addr().expect("address"));
+        let mut app = Application::build(pool.clone(), settings, listener).expect("app");
+        let address = format!("http://{}", app.local_addr().expect("address"));
+        let state = app.state.clone();
+        if !with_relay {
+            app = app.without_broker();
+        }
         let shutdown = CancellationToken::new();
-        tokio::spawn(api::serve(listener, state.clone(), shutdown.clone()));
-        let mut topology = None;
+        tokio::spawn(app.run(shutdown.clone()));
+        let topology = with_relay.then(|| Topology::new(&state.settings.broker));
         if with_relay {
-            topology = Some(Topology::new(&state.settings.broker));
-            let relay = Relay {
-                pool: pool.clone(),
-                settings: state.settings.clone(),
-                status: state.broker.clone(),
-                wake: state.outbox_wake.clone(),
-                name: "api outbox relay",
-            };
-            tokio::spawn(relay.run(shutdown.clone()));
-            tokio::spawn(state.hub.clone().run(
-                pool.clone(),
-                state.settings.clone(),
-                shutdown.clone(),
-            ));
             wait_until("the relay connects", Duration::from_secs(10), || {
                 let connected = state.broker.is_connected();
                 async move { connected }
