@@ -97,12 +97,12 @@ for i in $(seq 100); do
   curl -fs $api/api/products -H "authorization: Bearer $admin" -H 'content-type: application/json' \
     -d "{\"sku\":\"BENCH-$i\",\"name\":\"Bench item $i\",\"price\":\"1.00\",\"stock\":100000000}" >/dev/null
 done
-
-if want 1; then
-echo "== 1. placing 3-line orders over 20 products: api (wrk -c32, 2 workers) vs pgbench (-c32), alternated"
 # The pgbench database gets the same customer and products (ids copied), and no relay.
 sql "COPY (SELECT * FROM users) TO STDOUT" | psql -q "$PGBENCH_URL" -c "COPY users FROM STDIN"
 sql "COPY (SELECT * FROM products) TO STDOUT" | psql -q "$PGBENCH_URL" -c "COPY products FROM STDIN"
+
+if want 1; then
+echo "== 1. placing 3-line orders over 20 products: api (wrk -c32, 2 workers) vs pgbench (-c32), alternated"
 customer=$(sql "SELECT id FROM users WHERE username = 'buyer'")
 product() { sql "SELECT id FROM products WHERE sku = 'BENCH-$1'"; }
 export PRODUCTS=20 LINES=3
