@@ -1,6 +1,6 @@
 -- Made from the api's code by `BLESS=1 cargo test -p api bench_scripts`: the statements
 -- one GET /api/orders/my runs (the caller's account, the page with its total, the lines).
 \set n random(1, 1000000000000)
-SELECT id, email, username, full_name, password_hash, role, is_active, created_at, updated_at, token_version, order_emails FROM users WHERE id = :customer::uuid;
+SELECT role, token_version FROM users WHERE id = :customer::uuid AND is_active;
 SELECT id, customer_id, status, projected_status, currency, total_amount_minor, items_count, customer_name, customer_email, customer_phone, shipping_address, notes, tracking_number, stalled_reason, stalled_at, created_at, updated_at, payment_provider, payment_status, amount_authorized_minor, amount_captured_minor, amount_refunded_minor, (SELECT coalesce(sum(orders), 0)::bigint FROM order_counts WHERE customer_id = :customer::uuid AND (NULL::order_status::order_status IS NULL OR status = NULL::order_status)) + (SELECT count(*) FROM orders WHERE customer_id = :customer::uuid AND status = 'pending' AND (NULL::order_status::order_status IS NULL OR NULL::order_status = 'pending')) AS total FROM orders WHERE customer_id = :customer::uuid AND (NULL::order_status::order_status IS NULL OR status = NULL::order_status) ORDER BY created_at DESC, id DESC LIMIT 20 OFFSET 0;
 SELECT id, order_id, product_id, product_name, product_sku, product_description, quantity, unit_price_minor, total_price_minor FROM order_items WHERE order_id = ANY(:page_ids::uuid[]) ORDER BY order_id, product_sku COLLATE "C";

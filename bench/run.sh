@@ -20,7 +20,8 @@
 #      and by 2 workers, alternated 3 times each; medians and their ratio. Once with orders
 #      spread over 20 products, once with every order for the same product (a flash sale:
 #      one hot row that every reservation must lock in turn).
-#   4. GET /api/orders/my (first page of 20, with lines) for a customer with 10,000 orders,
+#   4. GET /api/orders/my (first page of 20, with lines) for a customer with 10,000 orders
+#      (wrk, and oha at 32 connections),
 #      alternated 3 times with pgbench running the same statements (bench/list_my_orders.sql).
 #   5. The api's and a worker's metrics, scraped after the runs.
 # `bench/run.sh --smoke` runs every step for a second or two (CI does, so it never rots);
@@ -321,17 +322,21 @@ sql "COPY (SELECT i.* FROM order_items i JOIN orders o ON o.id = i.order_id WHER
 psql -qAt "$PGBENCH_URL" -c "VACUUM ANALYZE orders" -c "VACUUM ANALYZE order_items"
 page_ids=$(sql "SELECT '{' || string_agg(id::text, ',') || '}' FROM (SELECT id FROM orders WHERE customer_id = '$reader' ORDER BY created_at DESC, id DESC LIMIT 20) t")
 export TOKEN=$(login reader bench-buyer-password)
-api_rates=() pg_rates=()
+api_rates=() pg_rates=() oha_rates=()
 for round in 1 2 3; do
   out=$(wrk -t2 -c32 -d"${ROUND_SECS}s" -s bench/list_my_orders.lua $api)
   api_rates+=("$(echo "$out" | awk '/requests\/s/ {print $2}')")
   [ "$round" = 2 ] && wrk_out=$out
   pg_rates+=("$(pgbench -n -M prepared -c32 -j2 -T"$ROUND_SECS" -f bench/list_my_orders.sql \
     -D customer="$reader" -D page_ids="$page_ids" "$PGBENCH_URL" 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')")
-  echo "round $round: api ${api_rates[-1]} requests/s, pgbench ${pg_rates[-1]} tps"
+  # The same request from oha (closed loop, 32 connections), the client the targets name.
+  oha_rates+=("$(oha --no-tui --output-format json -z "${ROUND_SECS}s" -c 32 -H "authorization: Bearer $TOKEN" \
+    "$api/api/orders/my?size=20" 2>/dev/null | jq '.summary.requestsPerSec | floor')")
+  echo "round $round: api ${api_rates[-1]} requests/s (oha ${oha_rates[-1]}), pgbench ${pg_rates[-1]} tps"
 done
 m_api=$(median "${api_rates[@]}") m_pg=$(median "${pg_rates[@]}")
-printf 'list my orders: api %.0f requests/s, pgbench same SQL %.0f tps, ratio %.2f\n' "$m_api" "$m_pg" "$(echo "$m_api / $m_pg" | bc -l)"
+printf 'list my orders: api %.0f requests/s (oha %.0f), pgbench same SQL %.0f tps, ratio %.2f\n' \
+  "$m_api" "$(median "${oha_rates[@]}")" "$m_pg" "$(echo "$m_api / $m_pg" | bc -l)"
 echo "$wrk_out" | grep -E "latency p|errors"
 
 fi

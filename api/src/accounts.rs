@@ -84,12 +84,28 @@ macro_rules! user_columns {
 }
 pub(crate) use user_columns;
 
-/// The user behind a token; every authenticated request reads it.
-pub(crate) const FIND_BY_ID_SQL: &str =
-    concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
-
 pub async fn find_by_id(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<User>> {
-    sqlx::query_as(FIND_BY_ID_SQL)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What every authenticated request checks of the user behind its token: only the two
+/// columns it needs, of an active account.
+pub(crate) const CREDENTIALS_OF_SQL: &str =
+    "SELECT role, token_version FROM users WHERE id = $1 AND is_active";
+
+/// The role and token version of an active user, or `None` for an unknown or deactivated one.
+pub async fn credentials_of(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<(Role, i32)>> {
+    sqlx::query_as(CREDENTIALS_OF_SQL)
         .bind(id)
         .fetch_optional(conn)
         .await

@@ -4,7 +4,7 @@
 //! writes them anew.
 
 use crate::{
-    accounts::FIND_BY_ID_SQL,
+    accounts::CREDENTIALS_OF_SQL,
     routes::orders::{CUSTOMER_PAGE_SQL, INSERT_ORDERS_SQL, ITEMS_OF_SQL, PRICE_SQL},
 };
 
@@ -79,7 +79,7 @@ fn create_order() -> String {
     script(
         "one POST /api/orders runs (the caller's account, pricing, the insert)",
         &[
-            substitute(FIND_BY_ID_SQL, &strings(&[":customer::uuid"])),
+            substitute(CREDENTIALS_OF_SQL, &strings(&[":customer::uuid"])),
             substitute(
                 PRICE_SQL,
                 &strings(&["ARRAY[]::uuid[]", "ARRAY['bench-1', 'bench-2', 'bench-3']"]),
@@ -95,7 +95,7 @@ fn list_my_orders() -> String {
     script(
         "one GET /api/orders/my runs (the caller's account, the page with its total, the lines)",
         &[
-            substitute(FIND_BY_ID_SQL, &strings(&[":customer::uuid"])),
+            substitute(CREDENTIALS_OF_SQL, &strings(&[":customer::uuid"])),
             substitute(
                 CUSTOMER_PAGE_SQL,
                 &strings(&[":customer::uuid", "NULL::order_status", "20", "0"]),

@@ -53,15 +53,15 @@ impl FromRequestParts<AppState> for CurrentUser {
             .verify(token)
             .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
         let mut conn = state.pool.acquire().await?;
-        let user = accounts::find_by_id(&mut conn, claims.sub)
+        let (role, token_version) = accounts::credentials_of(&mut conn, claims.sub)
             .await?
-            .filter(|user| user.is_active && user.token_version == claims.ver)
+            .filter(|&(_, version)| version == claims.ver)
             .ok_or(ApiError::Unauthorized(BAD_TOKEN))?;
-        tracing::Span::current().record("user_id", tracing::field::display(user.id));
+        tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
         Ok(CurrentUser {
-            id: user.id,
-            role: user.role,
-            token_version: user.token_version,
+            id: claims.sub,
+            role,
+            token_version,
         })
     }
 }
