@@ -13,7 +13,29 @@ use tokio::process::{Child, Command};
 use crate::helpers::{TestApp, database_url};
 
 /// A real `worker` process consuming this test's queue.
-pub struct WorkerProcess(Child);
+/// A worker process and the file its log lines go to: a test that fails while the worker
+/// runs prints the end of that log, which says what the worker was doing (or failing at).
+pub struct WorkerProcess(Child, PathBuf);
+
+/// How much of a worker's log a failing test prints.
+const LOG_LINES_SHOWN: usize = 40;
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..];
+            eprintln!(
+                "worker {:?}: the last {} lines of {}:\n{}",
+                self.0.id(),
+                tail.len(),
+                self.1.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
 
 fn worker_binary() -> PathBuf {
     let path = std::env::var_os("ORDERFLOW_WORKER_BIN").map_or_else(
@@ -49,6 +71,7 @@ impl WorkerProcess {
     /// The same, with more settings in its environment.
     pub fn start_with(app: &TestApp, pool: &PgPool, log: &Path, env: &[(&str, &str)]) -> Self {
         let broker = &app.settings().broker;
+        let log_path = log.to_path_buf();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -70,7 +93,7 @@ impl WorkerProcess {
             .kill_on_drop(true)
             .spawn()
             .expect("worker starts");
-        Self(child)
+        Self(child, log_path)
     }
 
     /// SIGKILL: no chance to finish anything.
