@@ -1,8 +1,10 @@
 //! Worker processes and the shared services, started and stopped the hard way.
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{Mutex, PoisonError},
     time::Duration,
 };
 
@@ -12,28 +14,36 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::{TestApp, database_url};
 
-/// A real `worker` process consuming this test's queue.
-/// A worker process and the file its log lines go to: a test that fails while the worker
-/// runs prints the end of that log, which says what the worker was doing (or failing at).
+/// A real `worker` process consuming this test's queue, and the file its log lines go to: a
+/// test that fails while workers run prints the end of that log, which says what they were
+/// doing (or failing at).
 pub struct WorkerProcess(Child, PathBuf);
 
-/// How much of a worker's log a failing test prints.
+/// How much of the workers' log a failing test prints.
 const LOG_LINES_SHOWN: usize = 40;
+
+/// The logs already printed: workers started together share one, which a failure shows once.
+static LOGS_SHOWN: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..];
-            eprintln!(
-                "worker {:?}: the last {} lines of {}:\n{}",
-                self.0.id(),
-                tail.len(),
-                self.1.display(),
-                tail.join("\n")
-            );
+        if !std::thread::panicking()
+            || !LOGS_SHOWN
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(self.1.clone())
+        {
+            return;
         }
+        let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..];
+        eprintln!(
+            "the workers' last {} log lines ({}):\n{}",
+            tail.len(),
+            self.1.display(),
+            tail.join("\n")
+        );
     }
 }
 
