@@ -91,6 +91,13 @@ impl Cluster {
     /// [`NodeDown::bring_back`]; dropped, the guard does it anyway (a test that failed first).
     async fn take_down(node: &str, how: &'static str) -> NodeDown {
         let cut = Self::connections(node).await;
+        Self::take_down_holding(node, how, cut).await
+    }
+
+    /// [`Cluster::take_down`] at once, `cut` being the node's connections listed beforehand:
+    /// listing them takes a second or more, too late where the fault must land while work
+    /// still flows.
+    async fn take_down_holding(node: &str, how: &'static str, cut: Vec<String>) -> NodeDown {
         let at = Instant::now();
         Self::run(&[how, node]).await;
         NodeDown {
@@ -305,14 +312,21 @@ async fn killing_the_work_queue_leader_loses_no_order(pool: PgPool) {
     let started = Instant::now();
 
     let killing = async {
+        // Looked at before the wait, each `rabbitmqctl` call taking a second or more: the
+        // kill lands at the third, while most orders are still to come.
+        assert_eq!(Cluster::leader(&app.settings().broker.queue).await, leader);
+        let cut = Cluster::connections(&leader).await;
         wait_until(
             "a third of the orders are confirmed",
             Duration::from_secs(60),
             || async { progress.count() >= (ORDERS / 3) as i64 },
         )
         .await;
-        assert_eq!(Cluster::leader(&app.settings().broker.queue).await, leader);
-        let down = Cluster::take_down(&leader, "kill").await;
+        let down = Cluster::take_down_holding(&leader, "kill", cut).await;
+        assert!(
+            progress.count() < ORDERS as i64,
+            "the kill landed while orders were still being confirmed"
+        );
         (down.at, down)
     };
     let (ids, (killed_at, down)) = tokio::join!(place_orders(&app, &alice, ORDERS, 16), killing);
