@@ -21,6 +21,11 @@ if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'aiosmtpd>=1.4,<2'
 fi
+# The Stripe tests talk to localstripe, a stateful Stripe API server, in the same virtualenv.
+if ! "$venv/bin/python" -c 'import localstripe' 2>/dev/null; then
+  echo "installing localstripe into $venv..."
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'localstripe>=1.15,<2'
+fi
 export SMTP_TEST_PYTHON="$PWD/$venv/bin/python"
 # The console's browser test drives Debian's Chromium with playwright-core (from the npm
 # registry; it never downloads a browser of its own).

@@ -33,11 +33,15 @@ pub enum EventType {
     /// An operation moved the order's money (a fact for integrators).
     #[serde(rename = "order.payment_changed")]
     PaymentChanged,
+    /// The payment provider said what it did with the order's money (a webhook, or the
+    /// answer to a call): the worker applies what its ledger does not hold yet.
+    #[serde(rename = "order.payment_observed")]
+    PaymentObserved,
 }
 
 impl EventType {
     /// Every type this version knows.
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 9] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
@@ -46,15 +50,17 @@ impl EventType {
         EventType::PaymentRecorded,
         EventType::RefundRequested,
         EventType::PaymentChanged,
+        EventType::PaymentObserved,
     ];
 
     /// The types the worker consumes, each applied in `seq` order per order.
-    pub const COMMANDS: [EventType; 5] = [
+    pub const COMMANDS: [EventType; 6] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
         EventType::PaymentRecorded,
         EventType::RefundRequested,
+        EventType::PaymentObserved,
     ];
 
     pub fn routing_key(self) -> &'static str {
@@ -67,6 +73,7 @@ impl EventType {
             EventType::PaymentRecorded => "order.payment_recorded",
             EventType::RefundRequested => "order.refund_requested",
             EventType::PaymentChanged => "order.payment_changed",
+            EventType::PaymentObserved => "order.payment_observed",
         }
     }
 
@@ -258,6 +265,19 @@ pub struct PaymentRecorded {
 pub struct RefundRequested {
     pub amount: Money,
     pub reason: Option<String>,
+}
+
+/// Payload of `order.payment_observed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentObserved {
+    /// Where it came from: `stripe event evt_…`, or the call whose answer it is.
+    pub source: String,
+    /// The operations what the provider said implies, each under its lasting reference.
+    pub operations: Vec<crate::stripe::Observed>,
+    /// A refund the provider refused: the room it took among accepted refunds is given
+    /// back (minor units; 0 otherwise).
+    #[serde(default)]
+    pub refund_refused: i64,
 }
 
 /// Payload of `order.payment_changed`: the operation and the order's money after it.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     delivery::{self, Context as DeliveryContext},
     mail::Mailer,
-    webhooks,
+    payments, webhooks,
 };
 
 /// One worker process's consumer.
@@ -65,6 +65,11 @@ impl Worker {
             self.settings.clone(),
             relay_stop.clone(),
         ));
+        let payments = tokio::spawn(payments::run(
+            self.pool.clone(),
+            self.settings.clone(),
+            relay_stop.clone(),
+        ));
         let topology = Topology::new(&self.settings.broker);
         let (worker, topology, stop, wake) = (&self, &topology, &shutdown, &relay_wake);
         broker::supervise(
@@ -82,6 +87,13 @@ impl Worker {
             && mailer.await.is_err()
         {
             tracing::error!("the worker's mailer panicked");
+        }
+        match payments.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %format!("{error:#}"), "payment calls were not made")
+            }
+            Err(_) => tracing::error!("the worker's payment calls panicked"),
         }
         match webhooks.await {
             Ok(Ok(())) => {}
@@ -136,6 +148,7 @@ impl Worker {
             publisher,
             topology: topology.clone(),
             max_attempts: self.settings.worker.max_attempts,
+            payments: crate::handlers::PaymentPolicy::of(&self.settings.payments),
             relay_wake: relay_wake.clone(),
             session_failed: CancellationToken::new(),
         });

@@ -40,6 +40,7 @@ pub struct Context {
     pub publisher: Channel,
     pub topology: Topology,
     pub max_attempts: u32,
+    pub payments: crate::handlers::PaymentPolicy,
     /// Wakes this process's outbox relay after a command wrote an event.
     pub relay_wake: Arc<Notify>,
     /// Cancelled when a delivery's retry or dead letter could not be published: the session
@@ -125,7 +126,7 @@ pub async fn process_batch(context: Arc<Context>, deliveries: Vec<Delivery>) {
             }
         }
     }
-    let outcomes = apply_all(&context.pool, &commands).await;
+    let outcomes = apply_all(&context.pool, context.payments, &commands).await;
     // Settled side by side: a retry or dead letter waits for its confirm without holding
     // up its neighbours' acks.
     let settlements = commands.iter().zip(outcomes).map(|(command, outcome)| {
@@ -153,11 +154,13 @@ pub async fn process_batch(context: Arc<Context>, deliveries: Vec<Delivery>) {
 /// for a longer wait. `None` for a command whose handler panicked.
 async fn apply_all(
     pool: &PgPool,
+    policy: handlers::PaymentPolicy,
     commands: &[Command],
 ) -> Vec<Option<Result<Outcome, HandleError>>> {
     if commands.len() > 1 {
         let envelopes: Vec<&Envelope> = commands.iter().map(|c| &c.envelope).collect();
-        let batch = AssertUnwindSafe(handlers::handle_batch(pool, &envelopes)).catch_unwind();
+        let batch =
+            AssertUnwindSafe(handlers::handle_batch(pool, policy, &envelopes)).catch_unwind();
         match batch.await {
             Ok(Ok(outcomes)) => return outcomes.into_iter().map(|o| Some(Ok(o))).collect(),
             // Applying the commands one by one would only meet the same outage once per
@@ -196,7 +199,7 @@ async fn apply_all(
         commands.iter().map(|_| None).collect();
     for i in turn {
         let envelope = &commands[i].envelope;
-        let attempt = || handlers::handle(pool, envelope);
+        let attempt = || handlers::handle(pool, policy, envelope);
         let retried = attempt
             .retry(
                 ExponentialBuilder::default()

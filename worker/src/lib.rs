@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod handlers;
 pub mod mail;
 pub mod ops;
+pub mod payments;
 pub mod republish;
 pub mod retention;
 pub mod watchdog;

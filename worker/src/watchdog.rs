@@ -2,7 +2,8 @@
 //! the way (a broker's disk, a purged queue) is published again, with growing pauses and
 //! never while it may still be queued; an order whose command was dead-lettered, could not
 //! be published, or keeps not arriving is flagged *stalled* for staff (see
-//! `common::stall`) and announced in the live feed. It also prunes idempotency keys past their lifetime and runs the
+//! `common::stall`) and announced in the live feed. It cancels orders not paid in time
+//! (`crate::payments::expire_unpaid`). It also prunes idempotency keys past their lifetime and runs the
 //! retention sweep. Any number of workers may run it; an advisory lock lets one at a time
 //! do a round.
 
@@ -42,6 +43,11 @@ pub async fn run(pool: PgPool, settings: WorkerSettings, shutdown: CancellationT
             () = tokio::time::sleep(settings.watchdog_interval) => {},
         }
         export_stalled_count(&pool).await;
+        match crate::payments::expire_unpaid(&pool).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "orders not paid in time are being cancelled"),
+            Err(error) => tracing::warn!(%error, "cannot expire unpaid orders; next round retries"),
+        }
         match round(&pool, settings.stuck_after, settings.idempotency_ttl).await {
             Ok(Some(round)) if round.requeued_orders + round.flagged_orders > 0 => {
                 tracing::warn!(

@@ -6,6 +6,7 @@ pub mod health;
 pub mod notifications;
 pub mod orders;
 pub mod products;
+pub mod stripe;
 pub mod users;
 pub mod webhooks;
 
@@ -22,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(notifications::router())
         .merge(orders::router())
         .merge(products::router())
+        .merge(stripe::router())
         .merge(users::router())
         .merge(webhooks::router())
 }

@@ -26,6 +26,7 @@ mod retry_tiers;
 mod sessions;
 mod shutdown;
 mod stalled;
+mod stripe;
 mod users;
 mod webhooks;
 mod worker_handlers;

@@ -311,17 +311,19 @@ async fn a_payment_command_delivered_three_times_is_applied_once(pool: PgPool) {
         .await
         .expect("seq");
     assert_eq!(
-        worker::handlers::handle(&pool, &created)
+        worker::handlers::handle(&pool, worker::handlers::PaymentPolicy::MANUAL, &created)
             .await
             .expect("created"),
         worker::handlers::Outcome::Applied
     );
     let outcomes: Vec<_> =
-        futures_util::future::join_all((0..3).map(|_| worker::handlers::handle(&pool, &paid)))
-            .await
-            .into_iter()
-            .map(|outcome| outcome.expect("handled"))
-            .collect();
+        futures_util::future::join_all((0..3).map(|_| {
+            worker::handlers::handle(&pool, worker::handlers::PaymentPolicy::MANUAL, &paid)
+        }))
+        .await
+        .into_iter()
+        .map(|outcome| outcome.expect("handled"))
+        .collect();
     let applied = outcomes
         .iter()
         .filter(|o| **o == worker::handlers::Outcome::Applied)

@@ -11,11 +11,16 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 use worker::{
-    handlers::{HandleError, Outcome, handle},
+    handlers::{HandleError, Outcome, PaymentPolicy},
     watchdog,
 };
 
 use crate::helpers::{TestApp, TestUser};
+
+/// Applies one command as a worker under the `manual` provider does.
+async fn handle(pool: &PgPool, command: &Envelope) -> Result<Outcome, HandleError> {
+    worker::handlers::handle(pool, PaymentPolicy::MANUAL, command).await
+}
 
 /// The events an order's requests wrote to the outbox, in order.
 async fn outbox_envelopes(pool: &PgPool) -> Vec<Envelope> {

@@ -3,6 +3,7 @@
 mod auth;
 mod email;
 mod http;
+mod payments;
 mod retention;
 #[cfg(test)]
 mod tests;
@@ -13,6 +14,7 @@ use std::{env, fmt, time::Duration};
 pub use auth::AuthSettings;
 pub use email::EmailSettings;
 pub use http::HttpSettings;
+pub use payments::{PaymentSettings, StripeSettings};
 pub use retention::RetentionSettings;
 use thiserror::Error;
 pub use webhooks::WebhookSettings;
@@ -69,6 +71,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub email: EmailSettings,
     pub webhooks: WebhookSettings,
+    pub payments: PaymentSettings,
 }
 
 /// Where Prometheus scrapes each process.
@@ -154,6 +157,11 @@ pub enum ConfigError {
          set SECRET_KEY to a random value, e.g. `openssl rand -hex 32`"
     )]
     WeakSecret,
+    #[error("{name} is not set: {why}")]
+    Missing {
+        name: &'static str,
+        why: &'static str,
+    },
     #[error(
         "SECRET_KEY is not set, and the built-in development key is only allowed with \
          ENVIRONMENT=development and HOST on loopback (127.0.0.1 or ::1), not HOST={host:?}: \
@@ -263,6 +271,7 @@ impl Settings {
             },
             email: EmailSettings::from_lookup(&lookup)?,
             webhooks: WebhookSettings::from_lookup(&lookup)?,
+            payments: PaymentSettings::from_lookup(&lookup)?,
         })
     }
 }

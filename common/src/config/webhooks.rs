@@ -69,7 +69,7 @@ impl WebhookSettings {
 }
 
 /// `500ms`, `5s`, `5m`, `2h`, `3d`.
-fn parse_duration(raw: &str) -> Option<Duration> {
+pub(super) fn parse_duration(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = raw.split_at(split);

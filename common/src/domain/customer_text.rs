@@ -9,6 +9,9 @@ use super::{Money, OrderStatus, payment::Operation};
 pub fn status_sentence(to: OrderStatus, reason: Option<&str>, actor_role: &str) -> &'static str {
     match to {
         OrderStatus::Pending => "Order placed.",
+        OrderStatus::AwaitingPayment => {
+            "Your items are reserved: complete your payment to confirm the order."
+        }
         OrderStatus::Confirmed => "Order confirmed: your items are reserved.",
         OrderStatus::Processing => "Your order is being prepared.",
         OrderStatus::Shipped => "Your order has shipped.",
@@ -21,6 +24,10 @@ pub fn status_sentence(to: OrderStatus, reason: Option<&str>, actor_role: &str) 
 fn cancellation_sentence(reason: Option<&str>, actor_role: &str) -> &'static str {
     if reason.is_some_and(|reason| reason.starts_with("out_of_stock")) {
         "Order cancelled: some items were out of stock. You have not been charged."
+    } else if reason.is_some_and(|reason| reason.starts_with("payment_timeout")) {
+        "Order cancelled: no payment arrived in time. You have not been charged."
+    } else if reason.is_some_and(|reason| reason.starts_with("payment_failed")) {
+        "Order cancelled: your payment was declined. You have not been charged."
     } else if actor_role == "customer" {
         "Order cancelled at your request."
     } else {

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! pending ─system─▶ confirmed ─staff─▶ processing ─staff─▶ shipped ─staff─▶ delivered ─system─▶ refunded
-//!    ├─system (out of stock)─▶ cancelled
-//!    └─ cancel: customer while pending/confirmed; staff up to processing ─▶ cancelled
+//!    │  └─system (stock reserved, a provider must authorise)─▶ awaiting_payment ─system (authorised)─▶ confirmed
+//!    ├─system (out of stock; unpaid in time; payment declined)─▶ cancelled
+//!    └─ cancel: customer while pending/awaiting_payment/confirmed; staff up to processing ─▶ cancelled
 //! ```
 //!
 //! A delivered order becomes `refunded` when refunds give back everything captured for it
@@ -20,6 +21,10 @@ use super::{ActorKind, Role};
 #[sqlx(type_name = "order_status", rename_all = "lowercase")]
 pub enum OrderStatus {
     Pending,
+    /// Stock is reserved; the customer's payment is not authorised yet.
+    #[serde(rename = "awaiting_payment")]
+    #[sqlx(rename = "awaiting_payment")]
+    AwaitingPayment,
     Confirmed,
     Processing,
     Shipped,
@@ -59,8 +64,9 @@ impl TransitionError {
 
 impl OrderStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 7] = [
+    pub const ALL: [OrderStatus; 8] = [
         OrderStatus::Pending,
+        OrderStatus::AwaitingPayment,
         OrderStatus::Confirmed,
         OrderStatus::Processing,
         OrderStatus::Shipped,
@@ -72,6 +78,7 @@ impl OrderStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "pending",
+            OrderStatus::AwaitingPayment => "awaiting_payment",
             OrderStatus::Confirmed => "confirmed",
             OrderStatus::Processing => "processing",
             OrderStatus::Shipped => "shipped",
@@ -85,9 +92,13 @@ impl OrderStatus {
         matches!(self, OrderStatus::Cancelled | OrderStatus::Refunded)
     }
 
-    /// Stock stays reserved from confirmation until the goods leave the warehouse.
+    /// Stock stays reserved from confirmation (or from the wait for payment) until the goods
+    /// leave the warehouse.
     pub fn holds_reserved_stock(self) -> bool {
-        matches!(self, OrderStatus::Confirmed | OrderStatus::Processing)
+        matches!(
+            self,
+            OrderStatus::AwaitingPayment | OrderStatus::Confirmed | OrderStatus::Processing
+        )
     }
 
     /// Moving to this status needs a tracking number.
@@ -106,12 +117,16 @@ impl OrderStatus {
         }
         let exists = matches!(
             (self, to),
-            (Pending, Confirmed)
+            (Pending, Confirmed | AwaitingPayment)
+                | (AwaitingPayment, Confirmed)
                 | (Confirmed, Processing)
                 | (Processing, Shipped)
                 | (Shipped, Delivered)
                 | (Delivered, Refunded)
-                | (Pending | Confirmed | Processing, Cancelled)
+                | (
+                    Pending | AwaitingPayment | Confirmed | Processing,
+                    Cancelled
+                )
         );
         if !exists {
             return Err(TransitionError::Impossible { from: self, to });
@@ -119,12 +134,19 @@ impl OrderStatus {
         let permitted = match by {
             ActorKind::System => matches!(
                 (self, to),
-                (Pending, Confirmed | Cancelled) | (Delivered, Refunded)
+                (Pending, Confirmed | AwaitingPayment | Cancelled)
+                    | (AwaitingPayment, Confirmed | Cancelled)
+                    | (Delivered, Refunded)
             ),
             ActorKind::User(Role::Customer) => {
-                matches!((self, to), (Pending | Confirmed, Cancelled))
+                matches!(
+                    (self, to),
+                    (Pending | AwaitingPayment | Confirmed, Cancelled)
+                )
             }
-            ActorKind::User(Role::Vendor | Role::Admin) => !matches!(to, Confirmed | Refunded),
+            ActorKind::User(Role::Vendor | Role::Admin) => {
+                !matches!(to, AwaitingPayment | Confirmed | Refunded)
+            }
         };
         if permitted {
             Ok(())
@@ -149,7 +171,7 @@ mod tests {
     use super::*;
     use OrderStatus::*;
 
-    const ALL: [OrderStatus; 7] = OrderStatus::ALL;
+    const ALL: [OrderStatus; 8] = OrderStatus::ALL;
     const CUSTOMER: ActorKind = ActorKind::User(Role::Customer);
     const VENDOR: ActorKind = ActorKind::User(Role::Vendor);
     const ADMIN: ActorKind = ActorKind::User(Role::Admin);
@@ -159,8 +181,8 @@ mod tests {
     fn allowed(from: OrderStatus, to: OrderStatus, by: ActorKind) -> bool {
         let staff = by == VENDOR || by == ADMIN;
         match (from, to) {
-            (Pending, Confirmed) => by == SYSTEM,
-            (Pending, Cancelled) => true,
+            (Pending, Confirmed | AwaitingPayment) | (AwaitingPayment, Confirmed) => by == SYSTEM,
+            (Pending | AwaitingPayment, Cancelled) => true,
             (Confirmed, Cancelled) => by == CUSTOMER || staff,
             (Processing, Cancelled) => staff,
             (Delivered, Refunded) => by == SYSTEM,

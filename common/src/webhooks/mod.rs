@@ -45,7 +45,8 @@ pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
         | EventType::CancelRequested
         | EventType::StallChanged
         | EventType::PaymentRecorded
-        | EventType::RefundRequested => None,
+        | EventType::RefundRequested
+        | EventType::PaymentObserved => None,
     }
 }
 

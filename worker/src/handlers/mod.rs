@@ -22,6 +22,29 @@ use plan::Command;
 use sqlx::PgPool;
 use store::StockRead;
 
+/// How new orders are paid, from `PAYMENT_PROVIDER` and `PAYMENT_TIMEOUT`: an order whose
+/// stock is reserved under Stripe waits for its payment, at most `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaymentPolicy {
+    pub stripe: bool,
+    pub timeout: std::time::Duration,
+}
+
+impl PaymentPolicy {
+    /// The `manual` provider: orders are confirmed once their stock is reserved.
+    pub const MANUAL: PaymentPolicy = PaymentPolicy {
+        stripe: false,
+        timeout: std::time::Duration::from_secs(1800),
+    };
+
+    pub fn of(settings: &common::config::PaymentSettings) -> Self {
+        PaymentPolicy {
+            stripe: settings.stripe.is_some(),
+            timeout: settings.timeout,
+        }
+    }
+}
+
 /// What became of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -71,8 +94,12 @@ impl From<sqlx::Error> for HandleError {
 }
 
 /// Applies `command` exactly once and in per-order sequence, in a transaction of its own.
-pub async fn handle(pool: &PgPool, command: &Envelope) -> Result<Outcome, HandleError> {
-    let outcomes = handle_batch(pool, &[command]).await?;
+pub async fn handle(
+    pool: &PgPool,
+    policy: PaymentPolicy,
+    command: &Envelope,
+) -> Result<Outcome, HandleError> {
+    let outcomes = handle_batch(pool, policy, &[command]).await?;
     Ok(outcomes[0])
 }
 
@@ -88,17 +115,18 @@ pub async fn handle(pool: &PgPool, command: &Envelope) -> Result<Outcome, Handle
 /// this one refused), the batch is rolled back and decided again on locked stock.
 pub async fn handle_batch(
     pool: &PgPool,
+    policy: PaymentPolicy,
     commands: &[&Envelope],
 ) -> Result<Vec<Outcome>, HandleError> {
     let commands = commands
         .iter()
         .map(|envelope| Command::decode(envelope))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(outcomes) = apply(pool, &commands, StockRead::Unlocked).await? {
+    if let Some(outcomes) = apply(pool, policy, &commands, StockRead::Unlocked).await? {
         return Ok(outcomes);
     }
     metrics::counter!("orderflow_worker_stock_rereads_total").increment(1);
-    apply(pool, &commands, StockRead::Locked)
+    apply(pool, policy, &commands, StockRead::Locked)
         .await?
         .ok_or_else(|| HandleError::Transient(anyhow::anyhow!("locked stock moved")))
 }
@@ -107,6 +135,7 @@ pub async fn handle_batch(
 /// stale before it could move the stock (rolled back).
 async fn apply(
     pool: &PgPool,
+    policy: PaymentPolicy,
     commands: &[Command<'_>],
     read: StockRead,
 ) -> Result<Option<Vec<Outcome>>, HandleError> {
@@ -121,8 +150,14 @@ async fn apply(
         .map(|command| command.envelope.order_id)
         .collect();
     let stock = store::read_stock(&mut tx, &stock_moving, read).await?;
-    let plan = plan::plan(commands, orders, stock)?;
-    store::write(&mut tx, &plan.writes).await?;
+    let observing: Vec<_> = commands
+        .iter()
+        .filter(|command| command.observes_payment())
+        .map(|command| command.envelope.order_id)
+        .collect();
+    let known = store::known_references(&mut tx, &observing).await?;
+    let plan = plan::plan(commands, orders, stock, known, policy.stripe)?;
+    store::write(&mut tx, &plan.writes, policy.timeout).await?;
     if !store::move_stock(&mut tx, &plan.writes.products).await? {
         tx.rollback().await?;
         return Ok(None);

@@ -8,15 +8,17 @@
 //! notification and an `order.payment_changed` event. Either way the command's `seq` is
 //! recorded as applied.
 
-use std::collections::HashMap;
+mod provider;
+
+use std::collections::{HashMap, HashSet};
 
 use common::{
     domain::{
         ActorKind, Money, OrderStatus, Payment, PaymentStatus, customer_text, payment::Operation,
     },
     events::{
-        Actor, CancelRequested, Envelope, EventType, PaymentChanged, PaymentRecorded,
-        RefundRequested, StatusChangeRequested, StatusChanged,
+        Actor, CancelRequested, Envelope, EventType, PaymentChanged, PaymentObserved,
+        PaymentRecorded, RefundRequested, StatusChangeRequested, StatusChanged,
     },
     timeline::EntryKind,
 };
@@ -39,9 +41,15 @@ pub struct LockedOrder {
     pub amount_captured_minor: i64,
     pub amount_refunded_minor: i64,
     pub refunds_accepted_minor: i64,
+    /// `manual`, or `stripe`: a provider that authorises, captures and refunds by calls.
+    pub payment_provider: String,
 }
 
 impl LockedOrder {
+    fn by_stripe(&self) -> bool {
+        self.payment_provider == "stripe"
+    }
+
     fn payment(&self) -> Payment {
         Payment {
             total: self.total_amount_minor,
@@ -69,6 +77,8 @@ pub enum Action {
     Cancel(CancelRequested),
     RecordPayment(PaymentRecorded),
     Refund(RefundRequested),
+    /// What the payment provider did, to apply where the ledger does not hold it yet.
+    Observe(PaymentObserved),
 }
 
 /// A command: its envelope and what it asks for.
@@ -88,6 +98,7 @@ impl<'a> Command<'a> {
             EventType::CancelRequested => Action::Cancel(payload(envelope)?),
             EventType::PaymentRecorded => Action::RecordPayment(payload(envelope)?),
             EventType::RefundRequested => Action::Refund(payload(envelope)?),
+            EventType::PaymentObserved => Action::Observe(payload(envelope)?),
             EventType::StatusChanged | EventType::StallChanged | EventType::PaymentChanged => {
                 return Err(HandleError::Permanent(format!(
                     "{} is not a command the worker applies",
@@ -98,11 +109,17 @@ impl<'a> Command<'a> {
         Ok(Command { envelope, action })
     }
 
+    /// Whether it reports what the payment provider did: the ledger's references for its
+    /// order must be read before it is decided.
+    pub fn observes_payment(&self) -> bool {
+        matches!(self.action, Action::Observe(_))
+    }
+
     /// Whether it may move stock (reserve, release or ship): its products must be read
-    /// before it is decided.
+    /// before it is decided. A declined payment cancels the order it was for.
     pub fn may_move_stock(&self) -> bool {
         match &self.action {
-            Action::Confirm | Action::Cancel(_) => true,
+            Action::Confirm | Action::Cancel(_) | Action::Observe(_) => true,
             Action::ChangeStatus(request) => matches!(
                 request.status,
                 OrderStatus::Shipped | OrderStatus::Cancelled
@@ -186,6 +203,18 @@ pub struct LedgerRow {
     pub payment_status: PaymentStatus,
 }
 
+/// A call to the payment provider to queue (see `crate::payments`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    /// `create_intent`, `capture`, `cancel` or `refund`.
+    pub kind: &'static str,
+    pub amount_minor: i64,
+    /// Sent as the provider's idempotency key, so a call repeated acts once.
+    pub idempotency_key: String,
+}
+
 /// Everything a batch writes, in one statement.
 #[derive(Debug, Default)]
 pub struct Writes {
@@ -198,6 +227,8 @@ pub struct Writes {
     /// `order.status_changed` and `order.payment_changed` events for the outbox.
     pub events: Vec<Envelope>,
     pub ledger: Vec<LedgerRow>,
+    /// Calls to the payment provider, made by the worker after the batch commits.
+    pub calls: Vec<CallRow>,
     /// Inbox rows: `(event_id, order_id)` of every command applied or refused.
     pub processed: Vec<(Uuid, Uuid)>,
     pub products: Vec<ProductRow>,
@@ -224,13 +255,17 @@ pub fn turns(commands: impl Iterator<Item = (Uuid, i64)>) -> Vec<usize> {
     turn
 }
 
-/// Decides `commands` against `orders` and `stock`. An order's commands are taken in `seq`
-/// order; a command for an order not among `orders`, or with a payload that does not fit
-/// its type, fails the whole batch (permanently).
+/// Decides `commands` against `orders` and `stock`, `known` being the provider references
+/// the orders' ledgers already hold; orders whose stock is reserved while `stripe` is the
+/// provider wait for their payment. An order's commands are taken in `seq` order; a
+/// command for an order not among `orders`, or with a payload that does not fit its type,
+/// fails the whole batch (permanently).
 pub fn plan(
     commands: &[Command<'_>],
     orders: Vec<LockedOrder>,
     stock: Vec<StockLine>,
+    mut known: HashSet<String>,
+    stripe: bool,
 ) -> Result<Plan, HandleError> {
     let mut orders: HashMap<Uuid, (LockedOrder, bool)> = orders
         .into_iter()
@@ -271,9 +306,13 @@ pub fn plan(
                     order,
                     operation,
                     Some(note).filter(|n| !n.is_empty()),
+                    None,
                     command,
                     &mut writes,
                 )
+            }
+            Action::Refund(refund) if order.by_stripe() => {
+                provider::request_refund(order, refund.amount.minor(), command, &mut writes)
             }
             Action::Refund(refund) => {
                 let operation = Operation::Refund(refund.amount.minor());
@@ -281,13 +320,24 @@ pub fn plan(
                     order,
                     operation,
                     refund.reason.clone(),
+                    None,
                     command,
                     &mut writes,
                 )
             }
+            Action::Observe(observed) => {
+                provider::observe(order, observed, command, &mut known, &mut book, &mut writes)
+            }
             Action::Confirm => {
+                if stripe && order.status == OrderStatus::Pending {
+                    order.payment_provider = "stripe".into();
+                }
                 let change = confirmation(command, order, &mut book);
-                attempt(order, change, &mut book, &mut writes)
+                let applied = attempt(order, change, &mut book, &mut writes);
+                if applied && order.status == OrderStatus::AwaitingPayment {
+                    provider::create_intent(order, &mut writes);
+                }
+                applied
             }
             Action::ChangeStatus(request) => {
                 let change = Change::new(
@@ -297,7 +347,11 @@ pub fn plan(
                     request.note.clone(),
                     request.tracking_number.clone(),
                 );
-                attempt(order, change, &mut book, &mut writes)
+                let applied = attempt(order, change, &mut book, &mut writes);
+                if applied {
+                    provider::after_transition(order, command, &mut writes);
+                }
+                applied
             }
             Action::Cancel(request) => {
                 let reason = request.reason.clone();
@@ -309,7 +363,11 @@ pub fn plan(
                     Some(reason),
                     None,
                 );
-                attempt(order, change, &mut book, &mut writes)
+                let applied = attempt(order, change, &mut book, &mut writes);
+                if applied {
+                    provider::after_transition(order, command, &mut writes);
+                }
+                applied
             }
         };
         outcomes[i] = if applied {
@@ -370,6 +428,13 @@ fn confirmation<'a>(
         Ok(())
     };
     let (to, reason) = match reservation {
+        // A provider that authorises confirms the order once the payment is authorised:
+        // stock first, so nobody pays for what is not on the shelf (and no authorisation
+        // needs voiding for an order that cannot be filled).
+        Ok(()) if order.by_stripe() => (
+            OrderStatus::AwaitingPayment,
+            "stock reserved; awaiting payment".to_owned(),
+        ),
         Ok(()) => (OrderStatus::Confirmed, "stock reserved".to_owned()),
         Err(short) => (
             OrderStatus::Cancelled,
@@ -425,10 +490,13 @@ fn attempt(
 /// Applies a money operation to `order` when its payment allows it, else records the
 /// refusal. Returns whether it was applied. A refund that gives back everything captured
 /// for a delivered order also makes the order `refunded`.
+/// `reference` names the operation in the ledger (a provider's id for it); by default the
+/// command's event id.
 fn settle(
     order: &mut LockedOrder,
     operation: Operation,
     note: Option<String>,
+    reference: Option<String>,
     cause: &Envelope,
     writes: &mut Writes,
 ) -> bool {
@@ -462,7 +530,7 @@ fn settle(
         order_id: order.id,
         kind: operation.kind(),
         amount_minor: operation.amount(),
-        provider_reference: cause.event_id.to_string(),
+        provider_reference: reference.unwrap_or_else(|| cause.event_id.to_string()),
         actor_id: actor.user_id,
         note: note.clone(),
         payment_status: next.status,
@@ -611,7 +679,7 @@ fn emails_customer(status: OrderStatus) -> bool {
     use OrderStatus::*;
     matches!(
         status,
-        Confirmed | Shipped | Delivered | Cancelled | Refunded
+        AwaitingPayment | Confirmed | Shipped | Delivered | Cancelled | Refunded
     )
 }
 
@@ -756,6 +824,7 @@ mod tests {
             amount_captured_minor: 0,
             amount_refunded_minor: 0,
             refunds_accepted_minor: 0,
+            payment_provider: "manual".into(),
         }
     }
 
@@ -769,7 +838,7 @@ mod tests {
             .iter()
             .map(|envelope| Command::decode(envelope))
             .collect::<Result<Vec<_>, _>>()?;
-        plan(&commands, orders, stock)
+        plan(&commands, orders, stock, HashSet::new(), false)
     }
 
     fn may_move_stock(command: &Envelope) -> bool {

@@ -1,6 +1,8 @@
 //! The batch's statements: lock its orders, read the stock its commands may move, write
 //! everything [`super::plan`] decided, and move the stock.
 
+use std::collections::HashSet;
+
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,12 +21,30 @@ pub async fn lock_orders(
     sqlx::query_as(
         "SELECT id, customer_id, status, applied_seq, tracking_number, currency,
                 total_amount_minor, payment_status, amount_authorized_minor,
-                amount_captured_minor, amount_refunded_minor, refunds_accepted_minor
+                amount_captured_minor, amount_refunded_minor, refunds_accepted_minor,
+                payment_provider
          FROM orders WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
     )
     .bind(ids)
     .fetch_all(conn)
     .await
+}
+
+/// The provider references the ledgers of `orders` hold (read under the orders' locks).
+pub async fn known_references(
+    conn: &mut PgConnection,
+    orders: &[Uuid],
+) -> sqlx::Result<HashSet<String>> {
+    if orders.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let references: Vec<String> = sqlx::query_scalar(
+        "SELECT provider_reference FROM payment_transactions WHERE order_id = ANY($1)",
+    )
+    .bind(orders)
+    .fetch_all(conn)
+    .await?;
+    Ok(references.into_iter().collect())
 }
 
 /// The products the lines of the orders in `$1` name.
@@ -121,12 +141,18 @@ pub async fn move_stock(conn: &mut PgConnection, products: &[ProductRow]) -> sql
     Ok(moved.len() == products.len())
 }
 
-/// Writes a decided batch in one statement, payment ledger rows included, all but its stock
+/// Writes a decided batch in one statement, payment ledger rows and provider calls included, all but its stock
 /// (moved after it by [`move_stock`]; its events are announced last, see
 /// `common::feed::announce`). Once no accepted command is pending, an order's projected status (what the API checks new requests against) converges on the
 /// real one; applying the command an order was stalled on clears the flag. Every entry
 /// of the batch carries the same instant; their v7 ids, made in order, keep them in order.
-pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()> {
+///
+/// An order that starts waiting for its payment is due `payment_timeout` from now.
+pub async fn write(
+    conn: &mut PgConnection,
+    writes: &Writes,
+    payment_timeout: std::time::Duration,
+) -> sqlx::Result<()> {
     let Writes {
         orders,
         entries,
@@ -136,6 +162,7 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
         ledger,
         processed,
         products: _,
+        calls,
     } = writes;
     if orders.is_empty() {
         return Ok(());
@@ -147,6 +174,9 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
                  applied_seq = u.applied_seq, payment_status = u.payment_status::payment_status,
                  amount_authorized_minor = u.authorized, amount_captured_minor = u.captured,
                  amount_refunded_minor = u.refunded, refunds_accepted_minor = u.refunds_accepted,
+                 payment_provider = u.provider,
+                 payment_due_at = CASE WHEN u.status = 'awaiting_payment' AND o.payment_due_at IS NULL
+                                       THEN now() + make_interval(secs => $44) ELSE o.payment_due_at END,
                  projected_status = CASE WHEN o.last_seq = u.applied_seq THEN u.status::order_status
                                          ELSE o.projected_status END,
                  updated_at = now(),
@@ -154,9 +184,9 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
                  stalled_at = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_at END,
                  stalled_seq = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_seq END
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $26::text[],
-                         $27::bigint[], $28::bigint[], $29::bigint[], $30::bigint[])
+                         $27::bigint[], $28::bigint[], $29::bigint[], $30::bigint[], $45::text[])
                  AS u(id, status, tracking_number, applied_seq, payment_status, authorized,
-                      captured, refunded, refunds_accepted)
+                      captured, refunded, refunds_accepted, provider)
              WHERE o.id = u.id
          ), entries AS (
              INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq, created_at)
@@ -180,6 +210,10 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
                          $36::uuid[], $37::text[], $38::text[])
                  AS u(id, order_id, kind, amount, reference, actor_id, note, payment_status)
              JOIN orders o ON o.id = u.order_id, at
+         ), calls AS (
+             INSERT INTO payment_calls (id, order_id, kind, amount_minor, idempotency_key)
+             SELECT * FROM unnest($39::uuid[], $40::uuid[], $41::text[], $42::bigint[], $43::text[])
+             ON CONFLICT (idempotency_key) DO NOTHING
          )
          INSERT INTO emails (id, order_id, status, recipient, message, tracking_number)
          SELECT u.id, u.order_id, u.status::order_status, o.customer_email, u.message,
@@ -227,6 +261,13 @@ pub async fn write(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()>
     .bind(ledger.iter().map(|l| l.actor_id).collect::<Vec<_>>())
     .bind(ledger.iter().map(|l| l.note.as_deref()).collect::<Vec<_>>())
     .bind(ledger.iter().map(|l| l.payment_status.as_str()).collect::<Vec<_>>())
+    .bind(calls.iter().map(|c| c.id).collect::<Vec<_>>())
+    .bind(calls.iter().map(|c| c.order_id).collect::<Vec<_>>())
+    .bind(calls.iter().map(|c| c.kind).collect::<Vec<_>>())
+    .bind(calls.iter().map(|c| c.amount_minor).collect::<Vec<_>>())
+    .bind(calls.iter().map(|c| c.idempotency_key.as_str()).collect::<Vec<_>>())
+    .bind(payment_timeout.as_secs_f64())
+    .bind(orders.iter().map(|o| o.payment_provider.as_str()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -42,6 +42,8 @@ pub struct PaymentRow {
     pub amount_authorized_minor: i64,
     pub amount_captured_minor: i64,
     pub amount_refunded_minor: i64,
+    pub payment_client_secret: Option<String>,
+    pub payment_due_at: Option<DateTime<Utc>>,
 }
 
 macro_rules! order_columns {
@@ -49,7 +51,8 @@ macro_rules! order_columns {
         "id, customer_id, status, projected_status, currency, total_amount_minor, items_count,
          customer_name, customer_email, customer_phone, shipping_address, notes, tracking_number,
          stalled_reason, stalled_at, created_at, updated_at, payment_provider, payment_status,
-         amount_authorized_minor, amount_captured_minor, amount_refunded_minor"
+         amount_authorized_minor, amount_captured_minor, amount_refunded_minor,
+         payment_client_secret, payment_due_at"
     };
 }
 pub(crate) use order_columns;
@@ -115,7 +118,8 @@ pub struct OrderResponse {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PaymentSummary {
     /// `manual`: staff record the money received (cash on delivery, an invoice paid) and
-    /// the refunds given.
+    /// the refunds given. `stripe`: the customer pays by card; shipping captures, refunds
+    /// go back to the card.
     pub provider: String,
     pub status: PaymentStatus,
     pub amount_authorized: Money,
@@ -123,10 +127,20 @@ pub struct PaymentSummary {
     pub amount_refunded: Money,
     /// What is still to pay: the total less what was captured; nothing once cancelled.
     pub amount_due: Money,
+    /// *The order's customer only*, while the order awaits payment: the Stripe
+    /// PaymentIntent's client secret, for their front end to confirm the payment with
+    /// Stripe.js (`stripe.confirmPayment`). Absent until the PaymentIntent exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// While the order awaits payment: when it is cancelled if still not authorised.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
 }
 
 impl PaymentSummary {
-    pub fn new(row: &PaymentRow, total_minor: i64, status: OrderStatus) -> Self {
+    /// The money as `viewer` may see it.
+    pub fn new(row: &PaymentRow, total_minor: i64, status: OrderStatus, viewer: Role) -> Self {
+        let awaiting = status == OrderStatus::AwaitingPayment;
         let due = if status == OrderStatus::Cancelled {
             0
         } else {
@@ -139,6 +153,11 @@ impl PaymentSummary {
             amount_captured: Money::from_minor(row.amount_captured_minor),
             amount_refunded: Money::from_minor(row.amount_refunded_minor),
             amount_due: Money::from_minor(due),
+            client_secret: row
+                .payment_client_secret
+                .clone()
+                .filter(|_| awaiting && viewer == Role::Customer),
+            due_at: row.payment_due_at.filter(|_| awaiting),
         }
     }
 }
@@ -175,7 +194,12 @@ impl OrderResponse {
                     total_price: Money::from_minor(item.total_price_minor),
                 })
                 .collect(),
-            payment: PaymentSummary::new(&order.payment, order.total_amount_minor, order.status),
+            payment: PaymentSummary::new(
+                &order.payment,
+                order.total_amount_minor,
+                order.status,
+                viewer,
+            ),
             stalled_reason: order.stalled_reason.filter(|_| staff),
             stalled_at: order.stalled_at.filter(|_| staff),
             created_at: order.created_at,

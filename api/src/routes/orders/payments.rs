@@ -242,7 +242,12 @@ pub async fn payment_ledger(
         .collect();
     Ok(Json(PaymentLedger {
         order_id: order.id,
-        payment: PaymentSummary::new(&order.payment, order.total_amount_minor, order.status),
+        payment: PaymentSummary::new(
+            &order.payment,
+            order.total_amount_minor,
+            order.status,
+            user.role,
+        ),
         currency: order.currency,
         transactions,
     }))
