@@ -26,7 +26,7 @@ mod retry_tiers;
 mod sessions;
 mod shutdown;
 mod stalled;
-mod stripe;
+pub(crate) mod stripe;
 mod users;
 mod webhooks;
 mod worker_handlers;

@@ -21,22 +21,22 @@ use crate::{
     mail::free_port,
 };
 
-const SECRET_KEY: &str = "sk_test_orderflow";
-const WEBHOOK_SECRET: &str = "whsec_orderflow_test";
-const GOOD_CARD: &str = "4242424242424242";
+pub const SECRET_KEY: &str = "sk_test_orderflow";
+pub const WEBHOOK_SECRET: &str = "whsec_orderflow_test";
+pub const GOOD_CARD: &str = "4242424242424242";
 /// Stripe's test card that attaches and is declined when charged (4000 0000 0000 0002 is
 /// declined at once, before a PaymentIntent could be confirmed with it, in localstripe).
 const DECLINED_CARD: &str = "4000000000000341";
 
 /// A localstripe process on a port of its own, stopped on drop.
-struct Localstripe {
-    url: String,
+pub struct Localstripe {
+    pub url: String,
     client: reqwest::Client,
     _process: Child,
 }
 
 impl Localstripe {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         worker::webhooks::install_tls_provider();
         let python = std::env::var("SMTP_TEST_PYTHON").unwrap_or_else(|_| {
             format!(
@@ -96,7 +96,7 @@ impl Localstripe {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub async fn get(&self, path: &str) -> Value {
         self.call(reqwest::Method::GET, path, &[]).await.1
     }
 
@@ -115,7 +115,7 @@ impl Localstripe {
 
     /// What the customer's front end does with the client secret: attach a card to the
     /// PaymentIntent and confirm it.
-    async fn pay(&self, client_secret: &str, card: &str) -> (StatusCode, Value) {
+    pub async fn pay(&self, client_secret: &str, card: &str) -> (StatusCode, Value) {
         let intent = client_secret
             .split("_secret_")
             .next()
@@ -144,23 +144,28 @@ impl Localstripe {
     }
 }
 
+impl Localstripe {
+    /// The settings that make `stripe` the payment provider.
+    pub fn settings<'a>(&'a self, timeout: &'a str) -> [(&'a str, &'a str); 5] {
+        [
+            ("PAYMENT_PROVIDER", "stripe"),
+            ("STRIPE_SECRET_KEY", SECRET_KEY),
+            ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("STRIPE_API_BASE", &self.url),
+            ("PAYMENT_TIMEOUT", timeout),
+        ]
+    }
+}
+
 /// The api and one worker with Stripe as the provider, talking to `stripe`.
 async fn shop(pool: PgPool, stripe: &Localstripe, timeout: &str) -> TestApp {
-    let settings = test_settings(&[
-        ("PAYMENT_PROVIDER", "stripe"),
-        ("STRIPE_SECRET_KEY", SECRET_KEY),
-        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("STRIPE_API_BASE", &stripe.url),
-        ("PAYMENT_TIMEOUT", timeout),
-        ("WATCHDOG_INTERVAL_SECS", "1"),
-    ]);
-    let app = TestApp::start(pool, settings, true).await;
+    let app = TestApp::start(pool, test_settings(&stripe.settings(timeout)), true).await;
     app.start_workers(1);
     app
 }
 
 /// Posts `event` to the webhook endpoint, signed with `secret`.
-async fn deliver(app: &TestApp, event: &Value, secret: &str) -> reqwest::Response {
+pub async fn deliver(app: &TestApp, event: &Value, secret: &str) -> reqwest::Response {
     let body = event.to_string();
     let signature = common::stripe::sign(secret, chrono::Utc::now().timestamp(), body.as_bytes());
     app.client
@@ -174,7 +179,7 @@ async fn deliver(app: &TestApp, event: &Value, secret: &str) -> reqwest::Respons
 }
 
 /// The event Stripe sends once a manual-capture PaymentIntent is authorised.
-fn authorised_event(id: &str, intent: &Value) -> Value {
+pub fn authorised_event(id: &str, intent: &Value) -> Value {
     json!({
         "id": id, "object": "event", "type": "payment_intent.amount_capturable_updated",
         "data": { "object": intent }
@@ -199,7 +204,7 @@ where
 }
 
 /// The order as its customer reads it, once its PaymentIntent exists.
-async fn awaiting_payment(app: &TestApp, customer: &TestUser, order: &str) -> Value {
+pub async fn awaiting_payment(app: &TestApp, customer: &TestUser, order: &str) -> Value {
     app.wait_for_status(&customer.token, order, "awaiting_payment")
         .await;
     let path = format!("/api/orders/{order}");
@@ -228,7 +233,7 @@ async fn timeline_of(app: &TestApp, user: &TestUser, order: &str) -> String {
     timeline.to_string()
 }
 
-async fn payment_of(app: &TestApp, staff: &TestUser, order: &str) -> Value {
+pub async fn payment_of(app: &TestApp, staff: &TestUser, order: &str) -> Value {
     let path = format!("/api/orders/{order}/payments");
     app.get(&path, &staff.token)
         .await
@@ -237,7 +242,7 @@ async fn payment_of(app: &TestApp, staff: &TestUser, order: &str) -> Value {
         .expect("ledger")
 }
 
-async fn wait_for_payment(app: &TestApp, staff: &TestUser, order: &str, status: &str) -> Value {
+pub async fn wait_for_payment(app: &TestApp, staff: &TestUser, order: &str, status: &str) -> Value {
     let read = || payment_of(app, staff, order);
     read_until(&format!("the payment is {status}"), read, |ledger| {
         ledger["payment"]["status"] == status

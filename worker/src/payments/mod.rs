@@ -149,21 +149,22 @@ async fn ask(client: &StripeClient, call: &Call) -> Result<Answer, CallError> {
         // Its PaymentIntent was never created (Stripe refused it): nothing to act on.
         return Ok(Answer::Observed(observed(call, Vec::new())));
     };
-    let operations = match call.kind.as_str() {
-        "capture" => client
-            .capture(intent, call.amount_minor, key)
-            .await?
-            .implied(false),
-        "cancel" => match client.cancel(intent, key).await {
-            Ok(cancelled) => cancelled.implied(false),
-            // Already cancelled, or captured meanwhile: apply what it is now.
-            Err(CallError::Refused { .. }) => client.retrieve(intent).await?.implied(false),
-            Err(error) => return Err(error),
-        },
-        _ => client
-            .refund(intent, call.amount_minor, key)
-            .await?
-            .implied(),
+    if call.kind == "refund" {
+        let refund = client.refund(intent, call.amount_minor, key).await?;
+        return Ok(Answer::Observed(observed(call, refund.implied())));
+    }
+    let answer = if call.kind == "capture" {
+        client.capture(intent, call.amount_minor, key).await
+    } else {
+        client.cancel(intent, key).await
+    };
+    let operations = match answer {
+        Ok(intent) => intent.implied(false),
+        // Captured or cancelled already (by this very call made before a crash, where the
+        // server keeps no idempotency keys, or from Stripe's dashboard): apply what the
+        // PaymentIntent is now.
+        Err(CallError::Refused { .. }) => client.retrieve(intent).await?.implied(false),
+        Err(error) => return Err(error),
     };
     Ok(Answer::Observed(observed(call, operations)))
 }

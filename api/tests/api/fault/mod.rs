@@ -4,6 +4,7 @@
 
 mod cluster;
 mod outbound;
+mod payments;
 pub(crate) mod services;
 
 use std::{
