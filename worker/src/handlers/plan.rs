@@ -164,7 +164,8 @@ pub struct NotificationRow {
     pub message: String,
 }
 
-/// A customer email to send about a status change, identified by the change's event id.
+/// A customer email to send about a status change, or a receipt for money taken or given
+/// back, identified by the change's event id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmailRow {
     pub id: Uuid,
@@ -172,6 +173,16 @@ pub struct EmailRow {
     pub status: OrderStatus,
     pub message: String,
     pub tracking_number: Option<String>,
+    pub receipt: Option<Receipt>,
+}
+
+/// What a receipt tells: the operation and the order's money after it, in minor units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub kind: &'static str,
+    pub amount: i64,
+    pub paid: i64,
+    pub refunded: i64,
 }
 
 /// How the batch moves a product's stock, and what its decisions assumed of it. Written as
@@ -570,7 +581,7 @@ fn settle(
         ActorKind::System,
         Some("customer notified".into()),
     ));
-    writes.events.push(Envelope::new(
+    let event = Envelope::new(
         EventType::PaymentChanged,
         order.id,
         cause.seq,
@@ -586,10 +597,29 @@ fn settle(
             amount_refunded: Money::from_minor(next.refunded),
             customer_id: order.customer_id,
             status: order.status,
-            message: sentence,
+            message: sentence.clone(),
             feed_id: None,
         },
-    ));
+    );
+    if matches!(
+        operation,
+        Operation::Capture(_) | Operation::Receive(_) | Operation::Refund(_)
+    ) {
+        writes.emails.push(EmailRow {
+            id: event.event_id,
+            order_id: order.id,
+            status: order.status,
+            message: sentence,
+            tracking_number: None,
+            receipt: Some(Receipt {
+                kind: operation.kind(),
+                amount: operation.amount(),
+                paid: next.captured,
+                refunded: next.refunded,
+            }),
+        });
+    }
+    writes.events.push(event);
     if next.status == PaymentStatus::Refunded && order.status == OrderStatus::Delivered {
         let reason = Some("refunded in full".to_owned());
         let change = Change::new(cause, OrderStatus::Refunded, Actor::system(), reason, None);
@@ -635,6 +665,7 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
             status: change.to,
             message: sentence.to_owned(),
             tracking_number: order.tracking_number.clone(),
+            receipt: None,
         });
     }
     writes.events.push(event);

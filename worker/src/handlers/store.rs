@@ -215,11 +215,13 @@ pub async fn write(
              SELECT * FROM unnest($39::uuid[], $40::uuid[], $41::text[], $42::bigint[], $43::text[])
              ON CONFLICT (idempotency_key) DO NOTHING
          )
-         INSERT INTO emails (id, order_id, status, recipient, message, tracking_number)
+         INSERT INTO emails (id, order_id, status, recipient, message, tracking_number,
+             payment_kind, payment_amount_minor, amount_paid_minor, amount_refunded_minor)
          SELECT u.id, u.order_id, u.status::order_status, o.customer_email, u.message,
-                u.tracking_number
-         FROM unnest($21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[])
-             AS u(id, order_id, status, message, tracking_number)
+                u.tracking_number, u.payment_kind, u.amount, u.paid, u.refunded
+         FROM unnest($21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[],
+                     $46::text[], $47::bigint[], $48::bigint[], $49::bigint[])
+             AS u(id, order_id, status, message, tracking_number, payment_kind, amount, paid, refunded)
          JOIN orders o ON o.id = u.order_id
          JOIN users c ON c.id = o.customer_id AND c.order_emails",
     )
@@ -268,6 +270,10 @@ pub async fn write(
     .bind(calls.iter().map(|c| c.idempotency_key.as_str()).collect::<Vec<_>>())
     .bind(payment_timeout.as_secs_f64())
     .bind(orders.iter().map(|o| o.payment_provider.as_str()).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.receipt.as_ref().map(|r| r.kind)).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.receipt.as_ref().map(|r| r.amount)).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.receipt.as_ref().map(|r| r.paid)).collect::<Vec<_>>())
+    .bind(emails.iter().map(|e| e.receipt.as_ref().map(|r| r.refunded)).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

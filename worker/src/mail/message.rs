@@ -1,5 +1,6 @@
 //! An order email as a MIME message: subject, plain-text and HTML bodies rendered from the
-//! templates in `worker/templates/`, and a Message-ID made from the status change's event id.
+//! templates in `worker/templates/`, and a Message-ID made from the change's event id. A
+//! receipt (money taken or given back) also lists the amounts as they were.
 
 use common::{
     config::EmailSettings,
@@ -25,6 +26,41 @@ pub struct DueEmail {
     pub tracking_number: Option<String>,
     pub currency: String,
     pub total_amount_minor: i64,
+    /// For a receipt: `capture`, `receipt` or `refund`, and the amounts after it.
+    pub payment_kind: Option<String>,
+    pub payment_amount_minor: Option<i64>,
+    pub amount_paid_minor: Option<i64>,
+    pub amount_refunded_minor: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct ReceiptView {
+    /// `Paid` or `Refunded`.
+    label: &'static str,
+    amount: String,
+    paid: String,
+    refunded: String,
+}
+
+impl DueEmail {
+    fn receipt(&self) -> Option<ReceiptView> {
+        let kind = self.payment_kind.as_deref()?;
+        let money = |minor: Option<i64>| Money::from_minor(minor.unwrap_or(0)).to_string();
+        Some(ReceiptView {
+            label: if kind == "refund" { "Refunded" } else { "Paid" },
+            amount: money(self.payment_amount_minor),
+            paid: money(self.amount_paid_minor),
+            refunded: money(self.amount_refunded_minor),
+        })
+    }
+
+    fn headline(&self) -> String {
+        match self.payment_kind.as_deref() {
+            Some("refund") => "A refund is on its way to you".into(),
+            Some(_) => "Payment received: your receipt".into(),
+            None => headline(self.status),
+        }
+    }
 }
 
 /// One line of the order, as the email lists it.
@@ -70,7 +106,7 @@ impl Templates {
         lines: &[Line],
     ) -> Result<Message, String> {
         let reference = customer_text::order_reference(due.order_id);
-        let headline = headline(due.status);
+        let headline = due.headline();
         let subject = format!("{headline} (order {reference})");
         let lines: Vec<LineView> = lines
             .iter()
@@ -85,6 +121,7 @@ impl Templates {
             customer_name => due.customer_name,
             message => due.message,
             tracking_number => due.tracking_number,
+            receipt => due.receipt(),
             currency => due.currency,
             total => Money::from_minor(due.total_amount_minor).to_string(),
             shop_name => settings.shop_name,
@@ -146,6 +183,32 @@ mod tests {
             tracking_number: Some("TRK-42".into()),
             currency: "USD".into(),
             total_amount_minor: 2500,
+            payment_kind: None,
+            payment_amount_minor: None,
+            amount_paid_minor: None,
+            amount_refunded_minor: None,
+        }
+    }
+
+    #[test]
+    fn a_receipt_lists_what_was_taken_and_given_back() {
+        let mut due = shipped_to("ada@example.com");
+        due.payment_kind = Some("refund".into());
+        due.payment_amount_minor = Some(1000);
+        due.amount_paid_minor = Some(2500);
+        due.amount_refunded_minor = Some(1000);
+        let message = Templates::new()
+            .expect("templates")
+            .message(&settings(), &due, &[])
+            .expect("message");
+        let raw = String::from_utf8(message.formatted()).expect("utf-8");
+        assert!(raw.contains("A refund is on its way to you"), "{raw}");
+        for line in [
+            "Refunded now: 10.00 USD",
+            "Paid in all: 25.00 USD",
+            "Refunded in all: 10.00 USD",
+        ] {
+            assert!(raw.contains(line), "{line}: {raw}");
         }
     }
 

@@ -171,10 +171,13 @@ impl Mailer {
              ), claimed AS (
                  UPDATE emails e SET next_attempt_at = now() + make_interval(secs => $2)
                  FROM due WHERE e.id = due.id
-                 RETURNING e.id, e.order_id, e.status, e.recipient, e.message, e.tracking_number
+                 RETURNING e.id, e.order_id, e.status, e.recipient, e.message, e.tracking_number,
+                           e.payment_kind, e.payment_amount_minor, e.amount_paid_minor,
+                           e.amount_refunded_minor
              )
              SELECT c.id, c.order_id, c.status, c.recipient, c.message, o.customer_name,
-                    c.tracking_number, o.currency, o.total_amount_minor
+                    c.tracking_number, o.currency, o.total_amount_minor, c.payment_kind,
+                    c.payment_amount_minor, c.amount_paid_minor, c.amount_refunded_minor
              FROM claimed c JOIN orders o ON o.id = c.order_id ORDER BY c.id",
         )
         .bind(BATCH)

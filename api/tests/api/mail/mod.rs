@@ -270,6 +270,92 @@ async fn an_email_that_cannot_be_sent_yet_holds_nothing_up_and_goes_out_once_it_
     assert!(attempts >= 2);
 }
 
+/// The `.eml` files in `dir`.
+fn eml_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .map(|entry| entry.expect("entry").path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn money_taken_and_given_back_sends_receipts_with_the_amounts(pool: PgPool) {
+    let dir = std::env::temp_dir().join(format!("orderflow-eml-{}", Uuid::now_v7()));
+    let dir_setting = dir.to_string_lossy().into_owned();
+    let (app, vendor, alice) = lamp_shop(&pool, &[("EMAIL_DIR", dir_setting.as_str())]).await;
+    let admin = app.user(Role::Admin, "admin").await;
+    let id = app.order_id(&alice, "LAMP", 1).await;
+    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    let paid = app
+        .post(
+            &format!("/api/orders/{id}/payments"),
+            Some(&vendor.token),
+            json!({ "amount": "40.00", "reference": "COD-1" }),
+        )
+        .await;
+    assert_eq!(paid.status(), StatusCode::ACCEPTED);
+    let ledger = format!("/api/orders/{id}/payments");
+    wait_until(
+        "the payment is applied",
+        Duration::from_secs(10),
+        || async {
+            let read: serde_json::Value = app
+                .get(&ledger, &admin.token)
+                .await
+                .json()
+                .await
+                .expect("ledger");
+            read["payment"]["status"] == "paid"
+        },
+    )
+    .await;
+    let refund = app
+        .post(
+            &format!("/api/orders/{id}/refunds"),
+            Some(&admin.token),
+            json!({ "amount": "15.00", "reason": "scratched" }),
+        )
+        .await;
+    assert_eq!(refund.status(), StatusCode::ACCEPTED);
+    // The confirmation, the receipt and the refund.
+    wait_until(
+        "three emails are written",
+        Duration::from_secs(20),
+        || async { eml_files(&dir).len() == 3 },
+    )
+    .await;
+    let messages: Vec<String> = eml_files(&dir)
+        .iter()
+        .map(|path| std::fs::read_to_string(path).expect("eml"))
+        .collect();
+    let with = |subject: &str| {
+        messages
+            .iter()
+            .find(|m| header(m, "Subject").contains(subject))
+            .unwrap_or_else(|| panic!("no email about {subject:?}"))
+    };
+    let receipt = with("Payment received: your receipt");
+    assert!(
+        receipt.contains("Paid now: 40.00 USD") && receipt.contains("Paid in all: 40.00 USD"),
+        "{receipt}"
+    );
+    assert!(
+        !receipt.contains("COD-1"),
+        "staff references stay out: {receipt}"
+    );
+    let refunded = with("A refund is on its way to you");
+    assert!(refunded.contains("Refunded now: 15.00 USD"), "{refunded}");
+    assert!(
+        refunded.contains("Refunded in all: 15.00 USD"),
+        "{refunded}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
 async fn without_an_smtp_server_emails_are_written_to_the_folder_as_eml_files(pool: PgPool) {
     let dir = std::env::temp_dir().join(format!("orderflow-eml-{}", Uuid::now_v7()));
@@ -277,23 +363,13 @@ async fn without_an_smtp_server_emails_are_written_to_the_folder_as_eml_files(po
     let (app, _, alice) = lamp_shop(&pool, &[("EMAIL_DIR", dir_setting.as_str())]).await;
     let id = app.order_id(&alice, "LAMP", 1).await;
     app.wait_for_status(&alice.token, &id, "confirmed").await;
-    let eml_files = || {
-        std::fs::read_dir(&dir)
-            .map(|entries| {
-                entries
-                    .map(|entry| entry.expect("entry").path())
-                    .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-    };
     wait_until(
         "the .eml file is written",
         Duration::from_secs(10),
-        || async { !eml_files().is_empty() },
+        || async { !eml_files(&dir).is_empty() },
     )
     .await;
-    let files = eml_files();
+    let files = eml_files(&dir);
     assert_eq!(files.len(), 1);
     let message = std::fs::read_to_string(&files[0]).expect("eml");
     assert_eq!(header(&message, "To"), "customer@example.com");
