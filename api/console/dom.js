@@ -57,4 +57,4 @@ export function formatTime(iso) {
 export const shortId = (id) => id.replaceAll("-", "").slice(-8);
 
 /// A status as a badge; the text carries the meaning, the colour only repeats it.
-export const statusBadge = (status) => h("span", { class: `badge status-${status}` }, status);
+export const statusBadge = (status) => h("span", { class: `badge status-${status}` }, status.replaceAll("_", " "));

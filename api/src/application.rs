@@ -23,6 +23,9 @@ impl Application {
     pub fn build(pool: PgPool, settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
         common::metrics::handle();
         common::relay::zero_counters();
+        if settings.payments.stripe.is_some() {
+            crate::routes::stripe::zero_counters();
+        }
         Ok(Application {
             state: AppState::new(pool, settings)?,
             listener,

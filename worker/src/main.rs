@@ -164,6 +164,7 @@ async fn consume(settings: Settings) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&settings.log, "worker")?;
     Mailer::check(&settings.email)?;
     webhooks::Sender::new(&settings.webhooks)?;
+    worker::payments::check(&settings)?;
     // Every batch in flight holds a connection (its fallback too, one at a time); the relay
     // and the watchdog need one each.
     let mut database = settings.database.clone();
@@ -178,6 +179,9 @@ async fn consume(settings: Settings) -> anyhow::Result<()> {
     metrics::handle();
     relay::zero_counters();
     worker::delivery::zero_counters();
+    if settings.payments.stripe.is_some() {
+        worker::payments::zero_counters();
+    }
     let shutdown = CancellationToken::new();
     shutdown::cancel_on_signal(shutdown.clone());
     if let Some(listener) = metrics_listener {

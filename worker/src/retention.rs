@@ -25,6 +25,8 @@ pub struct Swept {
     pub webhook_deliveries: u64,
     pub live_feed: u64,
     pub stream_tickets: u64,
+    pub stripe_events: u64,
+    pub payment_calls: u64,
 }
 
 impl Swept {
@@ -37,6 +39,8 @@ impl Swept {
             + self.webhook_deliveries
             + self.live_feed
             + self.stream_tickets
+            + self.stripe_events
+            + self.payment_calls
     }
 }
 
@@ -72,6 +76,16 @@ const STREAM_TICKETS: &str = "DELETE FROM stream_tickets WHERE ticket_hash IN (
      SELECT ticket_hash FROM stream_tickets
      WHERE expires_at < now() - make_interval(secs => $1) LIMIT $2)";
 
+/// Kept as long as the inbox: Stripe retries an event for up to three days, and one
+/// redelivered later still applies nothing twice (the ledger's references refuse it).
+const STRIPE_EVENTS: &str = "DELETE FROM stripe_events WHERE event_id IN (
+     SELECT event_id FROM stripe_events
+     WHERE received_at < now() - make_interval(secs => $1) LIMIT $2)";
+/// Calls made (their answer is in the ledger and the outbox), kept as long as the outbox.
+const PAYMENT_CALLS: &str = "DELETE FROM payment_calls WHERE id IN (
+     SELECT id FROM payment_calls
+     WHERE done_at < now() - make_interval(secs => $1) LIMIT $2)";
+
 pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<Swept> {
     Ok(Swept {
         outbox: delete_older(pool, OUTBOX, settings.outbox).await?,
@@ -84,6 +98,8 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionSettings) -> sqlx::Result<
             .await?,
         live_feed: delete_older(pool, LIVE_FEED, settings.live_feed).await?,
         stream_tickets: delete_older(pool, STREAM_TICKETS, Duration::ZERO).await?,
+        stripe_events: delete_older(pool, STRIPE_EVENTS, settings.inbox).await?,
+        payment_calls: delete_older(pool, PAYMENT_CALLS, settings.outbox).await?,
     })
 }
 

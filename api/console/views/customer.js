@@ -6,7 +6,7 @@ import { field, formatMoney, formatTime, h, shortId, statusBadge } from "../dom.
 import { LiveFeed } from "../live.js";
 
 /// Statuses a customer may still cancel from.
-const CANCELLABLE = ["pending", "confirmed"];
+const CANCELLABLE = ["pending", "awaiting_payment", "confirmed"];
 
 /// The API counts availability up to 20 (never revealing stock levels): 20 means 20 or more.
 const AVAILABLE_SHOWN_UP_TO = 20;

@@ -6,8 +6,8 @@ import { field, formatMoney, formatTime, h, shortId, statusBadge } from "../dom.
 import { LiveFeed } from "../live.js";
 import { liveIndicator, orderDetail } from "./customer.js";
 
-const COLUMNS = ["pending", "confirmed", "processing", "shipped", "delivered", "cancelled"];
-const CANCELLABLE_BY_STAFF = ["pending", "confirmed", "processing"];
+const COLUMNS = ["pending", "awaiting_payment", "confirmed", "processing", "shipped", "delivered", "cancelled"];
+const CANCELLABLE_BY_STAFF = ["pending", "awaiting_payment", "confirmed", "processing"];
 
 /// The buttons that move `order` on from where it is; `done()` runs after a change was accepted.
 function moveControls(ctx, order, done) {
@@ -106,7 +106,9 @@ function moneyControls(ctx, order, done) {
       },
     }, ...fields.map((f) => f.element), h("button", { type: "submit" }, submit));
   const status = order.pending_status || order.status;
-  if (Number(payment.amount_due) > 0 && status !== "cancelled") {
+  if (payment.provider === "stripe") {
+    controls.append(h("p", {}, "Paid by card through Stripe: what is authorised is captured when the order ships."));
+  } else if (Number(payment.amount_due) > 0 && status !== "cancelled") {
     const amount = field("Amount received", { required: true, inputmode: "decimal", pattern: "\\d+(\\.\\d{1,2})?", value: payment.amount_due });
     const reference = field("Reference (receipt, transfer)", { maxlength: 100 });
     controls.append(form("Record payment", "payments", [amount, reference],

@@ -23,6 +23,16 @@ use crate::{
     state::AppState,
 };
 
+/// What became of the events received, by outcome.
+const OUTCOMES: [&str; 4] = ["applied", "duplicate", "ignored", "refused"];
+
+/// Exports every outcome at zero, so an alert on refused events sees the first one.
+pub fn zero_counters() {
+    for outcome in OUTCOMES {
+        metrics::counter!("orderflow_stripe_events_total", "outcome" => outcome).absolute(0);
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(stripe_webhook))
 }

@@ -116,6 +116,24 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
     )
     .await;
 
+    // Stripe events received long ago go; payment calls made long ago go, undone ones stay.
+    exec(
+        db,
+        "INSERT INTO stripe_events (event_id, kind, order_id, received_at)
+         VALUES ('evt_old', 'payment_intent.succeeded', $1, now() - interval '100 days'),
+                ('evt_new', 'payment_intent.succeeded', $1, now())",
+        order,
+    )
+    .await;
+    exec(
+        db,
+        "INSERT INTO payment_calls (id, order_id, kind, idempotency_key, created_at, done_at)
+         VALUES (gen_random_uuid(), $1, 'capture', 'k-old', now() - interval '100 days', now() - interval '100 days'),
+                (gen_random_uuid(), $1, 'refund', 'k-undone', now() - interval '100 days', NULL)",
+        order,
+    )
+    .await;
+
     let settings: Settings = test_settings(&[]);
     let swept = retention::sweep(db, &settings.worker.retention)
         .await
@@ -131,6 +149,8 @@ async fn the_sweep_deletes_only_what_is_old_enough(pool: PgPool) {
             webhook_deliveries: 2,
             live_feed: 1,
             stream_tickets: 1,
+            stripe_events: 1,
+            payment_calls: 1,
         }
     );
     assert_eq!(

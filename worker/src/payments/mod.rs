@@ -50,6 +50,29 @@ enum Answer {
     Observed(PaymentObserved),
 }
 
+/// The kinds of call, and what became of one.
+const KINDS: [&str; 4] = ["create_intent", "capture", "cancel", "refund"];
+const OUTCOMES: [&str; 3] = ["succeeded", "refused", "retried"];
+
+/// Exports every call kind and outcome at zero, so an alert on refused calls sees the first.
+pub fn zero_counters() {
+    for kind in KINDS {
+        for outcome in OUTCOMES {
+            metrics::counter!("orderflow_payment_calls_total", "kind" => kind, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+}
+
+/// Checks the Stripe settings at start-up, so a worker that could not call Stripe says so
+/// before it consumes anything.
+pub fn check(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(stripe) = &settings.payments.stripe {
+        StripeClient::new(stripe)?;
+    }
+    Ok(())
+}
+
 /// Makes due calls until `stop`; returns at once unless Stripe is the provider.
 pub async fn run(
     pool: PgPool,
