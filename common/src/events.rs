@@ -33,6 +33,10 @@ pub enum EventType {
     /// An operation moved the order's money (a fact for integrators).
     #[serde(rename = "order.payment_changed")]
     PaymentChanged,
+    /// Staff asked the payment provider to take what it holds for the order now, before
+    /// shipping (which captures otherwise).
+    #[serde(rename = "order.capture_requested")]
+    CaptureRequested,
     /// The payment provider said what it did with the order's money (a webhook, or the
     /// answer to a call): the worker applies what its ledger does not hold yet.
     #[serde(rename = "order.payment_observed")]
@@ -41,7 +45,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every type this version knows.
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
@@ -50,16 +54,18 @@ impl EventType {
         EventType::PaymentRecorded,
         EventType::RefundRequested,
         EventType::PaymentChanged,
+        EventType::CaptureRequested,
         EventType::PaymentObserved,
     ];
 
     /// The types the worker consumes, each applied in `seq` order per order.
-    pub const COMMANDS: [EventType; 6] = [
+    pub const COMMANDS: [EventType; 7] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
         EventType::PaymentRecorded,
         EventType::RefundRequested,
+        EventType::CaptureRequested,
         EventType::PaymentObserved,
     ];
 
@@ -73,6 +79,7 @@ impl EventType {
             EventType::PaymentRecorded => "order.payment_recorded",
             EventType::RefundRequested => "order.refund_requested",
             EventType::PaymentChanged => "order.payment_changed",
+            EventType::CaptureRequested => "order.capture_requested",
             EventType::PaymentObserved => "order.payment_observed",
         }
     }
@@ -265,6 +272,12 @@ pub struct PaymentRecorded {
 pub struct RefundRequested {
     pub amount: Money,
     pub reason: Option<String>,
+}
+
+/// Payload of `order.capture_requested`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureRequested {
+    pub note: Option<String>,
 }
 
 /// Payload of `order.payment_observed`.

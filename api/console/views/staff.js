@@ -89,7 +89,8 @@ export async function board(ctx) {
   );
 }
 
-/// Record money received by hand, and refund what was taken (through the queue, like status changes).
+/// Record money received by hand (or capture what Stripe holds), and refund what was taken
+/// (through the queue, like status changes).
 function moneyControls(ctx, order, done) {
   const { payment } = order;
   const controls = h("div", { class: "actions" });
@@ -108,6 +109,9 @@ function moneyControls(ctx, order, done) {
   const status = order.pending_status || order.status;
   if (payment.provider === "stripe") {
     controls.append(h("p", {}, "Paid by card through Stripe: what is authorised is captured when the order ships."));
+    if (Number(payment.amount_authorized) > Number(payment.amount_captured) && status !== "cancelled") {
+      controls.append(form("Capture payment", "capture", [], () => ({}), `Capture ${payment.amount_authorized} now`));
+    }
   } else if (Number(payment.amount_due) > 0 && status !== "cancelled") {
     const amount = field("Amount received", { required: true, inputmode: "decimal", pattern: "\\d+(\\.\\d{1,2})?", value: payment.amount_due });
     const reference = field("Reference (receipt, transfer)", { maxlength: 100 });

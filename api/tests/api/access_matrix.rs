@@ -140,6 +140,7 @@ const OPERATIONS: &[(&str, &str, Access, Option<&str>)] = &[
         Staff,
         Some(r#"{"amount":"1.00","reason":"goodwill"}"#),
     ),
+    ("POST", "/api/orders/{id}/capture", Staff, None),
     ("GET", "/api/orders/stream", SignedIn, None),
     ("GET", "/api/orders/{id}/stream", Owner, None),
     ("POST", "/api/auth/stream-ticket", SignedIn, None),

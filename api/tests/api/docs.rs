@@ -69,6 +69,7 @@ async fn the_openapi_document_lists_every_route_and_the_bearer_scheme(pool: PgPo
         ("/api/orders/{id}/payments", "get"),
         ("/api/orders/{id}/payments", "post"),
         ("/api/orders/{id}/refunds", "post"),
+        ("/api/orders/{id}/capture", "post"),
         ("/api/payments/stripe/webhook", "post"),
         ("/health", "get"),
         ("/health/ready", "get"),

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use common::domain::Role;
+use common::domain::{Money, Role};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -94,6 +94,24 @@ impl Localstripe {
             .expect("localstripe answers");
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// What Stripe refunded of the PaymentIntent's charge, in cents.
+    pub async fn refunded(&self, intent: &str) -> i64 {
+        let charge =
+            self.get(&format!("/v1/payment_intents/{intent}")).await["latest_charge"].clone();
+        let charge = charge["id"]
+            .as_str()
+            .or(charge.as_str())
+            .expect("a charge")
+            .to_owned();
+        let refunds = self.get(&format!("/v1/refunds?charge={charge}")).await;
+        refunds["data"]
+            .as_array()
+            .expect("refunds")
+            .iter()
+            .map(|r| r["amount"].as_i64().unwrap_or(0))
+            .sum()
     }
 
     pub async fn get(&self, path: &str) -> Value {
@@ -335,7 +353,16 @@ async fn a_card_payment_is_authorised_captured_on_shipping_and_refunded_in_two_p
             )
             .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
-        wait_for_payment(&app, &admin, &order, status).await;
+        let ledger = wait_for_payment(&app, &admin, &order, status).await;
+        // Stripe's own objects agree with the ledger at each step.
+        let refunded = Money::parse(
+            ledger["payment"]["amount_refunded"]
+                .as_str()
+                .expect("amount"),
+        )
+        .expect("money")
+        .minor();
+        assert_eq!(stripe.refunded(&intent_id).await, refunded);
     }
     let too_much = app
         .post(
@@ -366,24 +393,6 @@ async fn a_card_payment_is_authorised_captured_on_shipping_and_refunded_in_two_p
     ]
     .map(|(kind, amount)| (kind.to_owned(), amount.to_owned()));
     assert_eq!(entries, expected);
-    // Stripe's own objects agree with the ledger.
-    let charge = stripe
-        .get(&format!("/v1/payment_intents/{intent_id}"))
-        .await["latest_charge"]
-        .clone();
-    let charge_id = charge["id"]
-        .as_str()
-        .or(charge.as_str())
-        .expect("a charge")
-        .to_owned();
-    let refunds = stripe.get(&format!("/v1/refunds?charge={charge_id}")).await;
-    let refunded: i64 = refunds["data"]
-        .as_array()
-        .expect("refunds")
-        .iter()
-        .map(|r| r["amount"].as_i64().unwrap_or(0))
-        .sum();
-    assert_eq!(refunded, 5000);
 }
 
 #[sqlx::test(migrator = "common::db::MIGRATOR")]
@@ -497,4 +506,63 @@ async fn an_order_not_paid_in_time_is_cancelled_once_and_its_stock_returns(pool:
         |pi| pi["status"] == "canceled",
     )
     .await;
+}
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn staff_capture_before_shipping_and_shipping_then_captures_nothing_more(pool: PgPool) {
+    let stripe = Localstripe::start().await;
+    let app = shop(pool, &stripe, "30m").await;
+    let (vendor, alice) = app.vendor_and_customer().await;
+    app.product(&vendor, "MUG-1", "25.00", 5).await;
+    let order = app.order_id(&alice, "MUG-1", 1).await;
+    let capture = format!("/api/orders/{order}/capture");
+    let read = awaiting_payment(&app, &alice, &order).await;
+    let early = app.post(&capture, Some(&vendor.token), json!({})).await;
+    assert_eq!(early.status(), StatusCode::CONFLICT, "nothing is held yet");
+    let secret = read["payment"]["client_secret"].as_str().expect("secret");
+    let intent_id = secret.split("_secret_").next().expect("id").to_owned();
+    stripe.pay(secret, GOOD_CARD).await;
+    let intent = stripe
+        .get(&format!("/v1/payment_intents/{intent_id}"))
+        .await;
+    deliver(
+        &app,
+        &authorised_event("evt_authorised_1", &intent),
+        WEBHOOK_SECRET,
+    )
+    .await;
+    app.wait_for_status(&alice.token, &order, "confirmed").await;
+
+    let customer_try = app.post(&capture, Some(&alice.token), json!({})).await;
+    assert_eq!(customer_try.status(), StatusCode::FORBIDDEN);
+    let accepted = app.post(&capture, Some(&vendor.token), json!({})).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    wait_for_payment(&app, &vendor, &order, "paid").await;
+    let intent = stripe
+        .get(&format!("/v1/payment_intents/{intent_id}"))
+        .await;
+    assert_eq!(intent["status"], "succeeded");
+
+    app.move_order(&vendor, &order, json!({ "status": "processing" }))
+        .await;
+    app.move_order(
+        &vendor,
+        &order,
+        json!({ "status": "shipped", "tracking_number": "TRACK-1" }),
+    )
+    .await;
+    let again = app.post(&capture, Some(&vendor.token), json!({})).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::CONFLICT,
+        "everything is captured"
+    );
+    let captures: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payment_calls WHERE kind = 'capture'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("calls");
+    assert_eq!(captures, 1, "shipping found nothing left to capture");
+    let ledger = payment_of(&app, &vendor, &order).await;
+    assert_eq!(ledger["payment"]["amount_captured"], "25.00");
 }

@@ -46,6 +46,7 @@ pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
         | EventType::StallChanged
         | EventType::PaymentRecorded
         | EventType::RefundRequested
+        | EventType::CaptureRequested
         | EventType::PaymentObserved => None,
     }
 }

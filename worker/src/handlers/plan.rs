@@ -77,6 +77,8 @@ pub enum Action {
     Cancel(CancelRequested),
     RecordPayment(PaymentRecorded),
     Refund(RefundRequested),
+    /// Take what the provider holds now.
+    Capture,
     /// What the payment provider did, to apply where the ledger does not hold it yet.
     Observe(PaymentObserved),
 }
@@ -98,6 +100,7 @@ impl<'a> Command<'a> {
             EventType::CancelRequested => Action::Cancel(payload(envelope)?),
             EventType::PaymentRecorded => Action::RecordPayment(payload(envelope)?),
             EventType::RefundRequested => Action::Refund(payload(envelope)?),
+            EventType::CaptureRequested => Action::Capture,
             EventType::PaymentObserved => Action::Observe(payload(envelope)?),
             EventType::StatusChanged | EventType::StallChanged | EventType::PaymentChanged => {
                 return Err(HandleError::Permanent(format!(
@@ -124,7 +127,7 @@ impl<'a> Command<'a> {
                 request.status,
                 OrderStatus::Shipped | OrderStatus::Cancelled
             ),
-            Action::RecordPayment(_) | Action::Refund(_) => false,
+            Action::RecordPayment(_) | Action::Refund(_) | Action::Capture => false,
         }
     }
 }
@@ -336,6 +339,7 @@ pub fn plan(
                     &mut writes,
                 )
             }
+            Action::Capture => provider::capture_now(order, command, &mut writes),
             Action::Observe(observed) => {
                 provider::observe(order, observed, command, &mut known, &mut book, &mut writes)
             }

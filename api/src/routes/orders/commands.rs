@@ -57,6 +57,7 @@ struct CommandTarget {
     stalled_reason: Option<String>,
     last_seq: i64,
     total_amount_minor: i64,
+    amount_authorized_minor: i64,
     amount_captured_minor: i64,
     refunds_accepted_minor: i64,
 }
@@ -151,6 +152,8 @@ pub(super) enum Asks {
     Receipt(Money),
     /// Money given back: at most what is captured and not yet refunded or being refunded.
     Refund(Money),
+    /// Take now what the provider holds: something must be authorised and not captured.
+    Capture,
 }
 
 impl Queued {
@@ -172,6 +175,7 @@ impl Queued {
             EventType::CancelRequested => "cancel",
             EventType::PaymentRecorded => "payment",
             EventType::RefundRequested => "refund",
+            EventType::CaptureRequested => "capture",
             _ => "status_change",
         }
     }
@@ -247,7 +251,8 @@ async fn write_command(
     for _ in 0..MAX_RACES {
         let order: CommandTarget = sqlx::query_as(
             "SELECT status, projected_status, tracking_number, stalled_reason, last_seq,
-                    total_amount_minor, amount_captured_minor, refunds_accepted_minor
+                    total_amount_minor, amount_authorized_minor, amount_captured_minor,
+                    refunds_accepted_minor
              FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2)",
         )
         .bind(order_id)
@@ -350,6 +355,17 @@ fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<Or
                 return Err(ApiError::conflict(
                     "payment_exceeds_outstanding",
                     format!("{amount} is more than the {outstanding} still to pay."),
+                ));
+            }
+            Ok(order.projected_status)
+        }
+        Asks::Capture => {
+            if order.amount_authorized_minor <= order.amount_captured_minor
+                || order.projected_status == OrderStatus::Cancelled
+            {
+                return Err(ApiError::conflict(
+                    "nothing_to_capture",
+                    "No authorised payment is held for this order.",
                 ));
             }
             Ok(order.projected_status)

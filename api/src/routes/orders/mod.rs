@@ -40,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(timeline::order_timeline))
         .routes(routes!(payments::record_payment, payments::payment_ledger))
         .routes(routes!(payments::refund_order))
+        .routes(routes!(payments::capture_payment))
         .routes(routes!(stalled::redrive_order))
         .routes(routes!(stalled::skip_command))
         .routes(routes!(stream::stream_orders))

@@ -1,4 +1,5 @@
-//! Money on an order: staff record money received by hand and give money back, through the
+//! Money on an order: staff record money received by hand, capture what a provider holds and
+//! give money back, through the
 //! queue like every other command (the worker applies them exactly once, in order with the
 //! order's other commands); whoever may see the order reads its ledger.
 
@@ -11,7 +12,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use common::{
     domain::{Money, PaymentStatus},
-    events::{EventType, PaymentRecorded, RefundRequested},
+    events::{CaptureRequested, EventType, PaymentRecorded, RefundRequested},
     timeline::EntryKind,
 };
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,32 @@ pub async fn record_payment(
             reference,
             note: body.note,
         })?,
+    };
+    detached(async move { enqueue(&state, &user, &request_id, id, queued, None).await }).await
+}
+
+#[utoipa::path(
+    post, path = "/api/orders/{id}/capture", tag = "payments", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 202, description = "Queued for a worker: what the provider holds is captured now rather than when the order ships", body = CommandAccepted),
+        (status = 403, description = "Customers cannot capture", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No authorised payment is held (`nothing_to_capture`), a stalled order (`order_stalled`), or other changes accepted at the same moment (`concurrent_change`, retry)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn capture_payment(
+    State(state): State<AppState>,
+    StaffUser(user): StaffUser,
+    RequestId(request_id): RequestId,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<(StatusCode, Json<CommandAccepted>)> {
+    let queued = Queued {
+        kind: EntryKind::PaymentRequested,
+        event_type: EventType::CaptureRequested,
+        reason: Some("capture requested".into()),
+        asks: Asks::Capture,
+        payload: json(CaptureRequested { note: None })?,
     };
     detached(async move { enqueue(&state, &user, &request_id, id, queued, None).await }).await
 }

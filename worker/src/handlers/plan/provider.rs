@@ -59,6 +59,31 @@ pub(super) fn after_transition(order: &LockedOrder, cause: &Envelope, writes: &m
     }
 }
 
+/// Staff asked to capture before shipping: what the provider holds is captured now (and
+/// shipping then finds nothing left to capture). Refused, with the reason in the timeline,
+/// when nothing is held.
+pub(super) fn capture_now(order: &LockedOrder, cause: &Envelope, writes: &mut Writes) -> bool {
+    let payment = order.payment();
+    let held = payment.authorized - payment.captured;
+    if !order.by_stripe() || held == 0 {
+        writes.entries.push(EntryRow {
+            id: Uuid::now_v7(),
+            order_id: order.id,
+            kind: EntryKind::Rejected,
+            from: None,
+            to: order.status,
+            actor_id: cause.actor.user_id,
+            actor_role: cause.actor.role,
+            reason: Some("nothing_to_capture: no authorised payment is held".into()),
+            seq: cause.seq,
+        });
+        return false;
+    }
+    let key = format!("orderflow-{}-capture", cause.event_id);
+    writes.calls.push(call(order, "capture", held, key));
+    true
+}
+
 /// A refund of a Stripe order is asked of Stripe; it is recorded when Stripe says it went
 /// through (the call's answer or `charge.refunded`, whichever comes first).
 pub(super) fn request_refund(
