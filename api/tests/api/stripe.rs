@@ -251,6 +251,14 @@ async fn timeline_of(app: &TestApp, user: &TestUser, order: &str) -> String {
     timeline.to_string()
 }
 
+/// Has `staff` move the order through processing to shipped.
+async fn ship(app: &TestApp, staff: &TestUser, order: &str) {
+    app.move_order(staff, order, json!({ "status": "processing" }))
+        .await;
+    let shipped = json!({ "status": "shipped", "tracking_number": "TRACK-1" });
+    app.move_order(staff, order, shipped).await;
+}
+
 pub async fn payment_of(app: &TestApp, staff: &TestUser, order: &str) -> Value {
     let path = format!("/api/orders/{order}/payments");
     app.get(&path, &staff.token)
@@ -329,14 +337,7 @@ async fn a_card_payment_is_authorised_captured_on_shipping_and_refunded_in_two_p
     let ledger = wait_for_payment(&app, &admin, &order, "authorized").await;
     assert_eq!(ledger["payment"]["amount_authorized"], "50.00");
 
-    app.move_order(&vendor, &order, json!({ "status": "processing" }))
-        .await;
-    app.move_order(
-        &vendor,
-        &order,
-        json!({ "status": "shipped", "tracking_number": "TRACK-1" }),
-    )
-    .await;
+    ship(&app, &vendor, &order).await;
     let ledger = wait_for_payment(&app, &admin, &order, "paid").await;
     assert_eq!(ledger["payment"]["amount_captured"], "50.00");
     let intent = stripe
@@ -543,14 +544,7 @@ async fn staff_capture_before_shipping_and_shipping_then_captures_nothing_more(p
         .await;
     assert_eq!(intent["status"], "succeeded");
 
-    app.move_order(&vendor, &order, json!({ "status": "processing" }))
-        .await;
-    app.move_order(
-        &vendor,
-        &order,
-        json!({ "status": "shipped", "tracking_number": "TRACK-1" }),
-    )
-    .await;
+    ship(&app, &vendor, &order).await;
     let again = app.post(&capture, Some(&vendor.token), json!({})).await;
     assert_eq!(
         again.status(),

@@ -525,17 +525,10 @@ fn settle(
                 order.refunds_accepted_minor -= amount;
             }
             tracing::info!(order_id = %order.id, kind = operation.kind(), %refusal, "payment operation refused");
-            writes.entries.push(EntryRow {
-                id: Uuid::now_v7(),
-                order_id: order.id,
-                kind: EntryKind::Rejected,
-                from: None,
-                to: order.status,
-                actor_id: actor.user_id,
-                actor_role: actor.role,
-                reason: Some(format!("{}: {refusal}", refusal.code())),
-                seq: cause.seq,
-            });
+            let reason = format!("{}: {refusal}", refusal.code());
+            writes
+                .entries
+                .push(money_refusal(order, cause, actor, reason));
             return false;
         }
     };
@@ -630,6 +623,21 @@ fn settle(
         apply(order, change, writes);
     }
     true
+}
+
+/// The timeline entry of a money command that could not apply; the order's status stays.
+fn money_refusal(order: &LockedOrder, cause: &Envelope, actor: &Actor, reason: String) -> EntryRow {
+    EntryRow {
+        id: Uuid::now_v7(),
+        order_id: order.id,
+        kind: EntryKind::Rejected,
+        from: None,
+        to: order.status,
+        actor_id: actor.user_id,
+        actor_role: actor.role,
+        reason: Some(reason),
+        seq: cause.seq,
+    }
 }
 
 /// Records an allowed transition: the order's new state, the timeline entry, the customer's

@@ -12,11 +12,10 @@ use common::{
     domain::{OrderStatus, payment::Operation},
     events::{Actor, Envelope, PaymentObserved},
     stripe::Observed,
-    timeline::EntryKind,
 };
 use uuid::Uuid;
 
-use super::{Change, EntryRow, LockedOrder, StockBook, Writes, attempt, settle};
+use super::{Change, LockedOrder, StockBook, Writes, attempt, money_refusal, settle};
 
 fn call(order: &LockedOrder, kind: &'static str, amount_minor: i64, key: String) -> super::CallRow {
     super::CallRow {
@@ -66,17 +65,10 @@ pub(super) fn capture_now(order: &LockedOrder, cause: &Envelope, writes: &mut Wr
     let payment = order.payment();
     let held = payment.authorized - payment.captured;
     if !order.by_stripe() || held == 0 {
-        writes.entries.push(EntryRow {
-            id: Uuid::now_v7(),
-            order_id: order.id,
-            kind: EntryKind::Rejected,
-            from: None,
-            to: order.status,
-            actor_id: cause.actor.user_id,
-            actor_role: cause.actor.role,
-            reason: Some("nothing_to_capture: no authorised payment is held".into()),
-            seq: cause.seq,
-        });
+        let reason = "nothing_to_capture: no authorised payment is held".to_owned();
+        writes
+            .entries
+            .push(money_refusal(order, cause, &cause.actor, reason));
         return false;
     }
     let key = format!("orderflow-{}-capture", cause.event_id);
@@ -110,17 +102,10 @@ pub(super) fn observe(
 ) -> bool {
     if observed.refund_refused > 0 {
         order.refunds_accepted_minor -= observed.refund_refused;
-        writes.entries.push(EntryRow {
-            id: Uuid::now_v7(),
-            order_id: order.id,
-            kind: EntryKind::Rejected,
-            from: None,
-            to: order.status,
-            actor_id: None,
-            actor_role: common::domain::ActorKind::System,
-            reason: Some(format!("refund_refused: {}", observed.source)),
-            seq: cause.seq,
-        });
+        let reason = format!("refund_refused: {}", observed.source);
+        writes
+            .entries
+            .push(money_refusal(order, cause, &Actor::system(), reason));
     }
     let mut applied = false;
     for item in &observed.operations {
