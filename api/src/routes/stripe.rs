@@ -7,9 +7,9 @@
 use axum::{Json, body::Bytes, extract::State, http::HeaderMap};
 use chrono::Utc;
 use common::{
-    events::PaymentObserved,
-    observations,
+    events::{EventType, PaymentObserved},
     stripe::{self, Event},
+    system_commands,
 };
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -123,7 +123,8 @@ async fn receive(
             operations,
             refund_refused: 0,
         };
-        observations::queue(&mut tx, order_id, &observed, request_id).await?;
+        let kind = EventType::PaymentObserved;
+        system_commands::queue(&mut tx, order_id, kind, &observed, request_id).await?;
     }
     tx.commit().await?;
     state.outbox_wake.notify_one();

@@ -13,9 +13,9 @@ use std::{sync::Arc, time::Duration};
 
 use common::{
     config::Settings,
-    events::PaymentObserved,
-    observations,
+    events::{EventType, PaymentObserved},
     stripe::{Observed, PaymentIntent},
+    system_commands,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -248,7 +248,8 @@ async fn record(
             if !observed.operations.is_empty() || observed.refund_refused > 0 =>
         {
             let correlation = format!("payment-call-{}", call.id);
-            observations::queue(&mut tx, call.order_id, &observed, &correlation).await?;
+            let kind = EventType::PaymentObserved;
+            system_commands::queue(&mut tx, call.order_id, kind, &observed, &correlation).await?;
         }
         Answer::Observed(_) => {}
     }

@@ -1,20 +1,23 @@
-//! Queueing what a payment provider said (a webhook's event, a call's answer) as an
-//! `order.payment_observed` command: it takes the order's next sequence number, so the
-//! worker applies it in order with the order's other commands, and it is written in the
-//! caller's transaction with whatever records its arrival.
+//! Queueing a command the system issues itself — what a payment provider said (a webhook's
+//! event, a call's answer), an unpaid order's expiry: it takes the order's next sequence
+//! number, so the worker applies it in order with the order's other commands, and it is
+//! written in the caller's transaction with whatever made it necessary.
 
+use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::events::{Actor, Envelope, EventType, PaymentObserved};
+use crate::events::{Actor, Envelope, EventType};
 
-/// Queues `observed` for `order_id`; returns the command's event id.
+/// Queues `event_type` with `payload` for `order_id`, as the system; returns the command's
+/// sequence number.
 pub async fn queue(
     conn: &mut PgConnection,
     order_id: Uuid,
-    observed: &PaymentObserved,
+    event_type: EventType,
+    payload: impl Serialize,
     correlation_id: &str,
-) -> sqlx::Result<Uuid> {
+) -> sqlx::Result<i64> {
     let seq: i64 = sqlx::query_scalar(
         "UPDATE orders SET last_seq = last_seq + 1, updated_at = now() WHERE id = $1
          RETURNING last_seq",
@@ -23,12 +26,12 @@ pub async fn queue(
     .fetch_one(&mut *conn)
     .await?;
     let envelope = Envelope::new(
-        EventType::PaymentObserved,
+        event_type,
         order_id,
         seq,
         Actor::system(),
         correlation_id,
-        observed,
+        payload,
     );
     let body = serde_json::to_value(&envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
@@ -37,9 +40,9 @@ pub async fn queue(
     .bind(envelope.event_id)
     .bind(order_id)
     .bind(seq)
-    .bind(EventType::PaymentObserved.routing_key())
+    .bind(event_type.routing_key())
     .bind(body)
     .execute(&mut *conn)
     .await?;
-    Ok(envelope.event_id)
+    Ok(seq)
 }
