@@ -119,10 +119,12 @@ impl<'a> Command<'a> {
     }
 
     /// Whether it may move stock (reserve, release or ship): its products must be read
-    /// before it is decided. A declined payment cancels the order it was for.
+    /// before it is decided. A declined payment cancels the order it was for; other reports
+    /// of the provider move no stock.
     pub fn may_move_stock(&self) -> bool {
         match &self.action {
-            Action::Confirm | Action::Cancel(_) | Action::Observe(_) => true,
+            Action::Confirm | Action::Cancel(_) => true,
+            Action::Observe(observed) => observed.operations.iter().any(|o| o.kind == "failure"),
             Action::ChangeStatus(request) => matches!(
                 request.status,
                 OrderStatus::Shipped | OrderStatus::Cancelled
