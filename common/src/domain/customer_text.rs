@@ -2,7 +2,7 @@
 //! text notes, `out_of_stock: SKU-1, SKU-2`); customers get these sentences instead, in
 //! the timeline and in notifications alike.
 
-use super::{Money, OrderStatus, payment::Operation};
+use super::{FulfillmentStatus, Money, OrderStatus, payment::Operation};
 
 /// The customer-facing sentence for an order reaching `to`, given the staff-side `reason`
 /// and the role of whoever caused it (`customer`, `vendor`, `admin`, `system`).
@@ -14,6 +14,7 @@ pub fn status_sentence(to: OrderStatus, reason: Option<&str>, actor_role: &str) 
         }
         OrderStatus::Confirmed => "Order confirmed: your items are reserved.",
         OrderStatus::Processing => "Your order is being prepared.",
+        OrderStatus::PartiallyShipped => "Part of your order has shipped; the rest will follow.",
         OrderStatus::Shipped => "Your order has shipped.",
         OrderStatus::Delivered => "Your order was delivered.",
         OrderStatus::Refunded => "Your order was refunded.",
@@ -46,6 +47,22 @@ pub fn payment_sentence(operation: Operation, currency: &str) -> String {
         }
         Operation::Void => "The hold on your payment was released.".to_owned(),
         Operation::Refund(_) => format!("{amount} {currency} refunded to you."),
+    }
+}
+
+/// The customer-facing sentence for a parcel of `units` items that shipped with
+/// `tracking_number`, or arrived.
+pub fn parcel_sentence(status: FulfillmentStatus, units: i32, tracking_number: &str) -> String {
+    let items = if units == 1 { "item" } else { "items" };
+    match status {
+        FulfillmentStatus::Shipped => {
+            format!(
+                "A parcel with {units} {items} has shipped (tracking number {tracking_number})."
+            )
+        }
+        FulfillmentStatus::Delivered => {
+            format!("Your parcel {tracking_number} with {units} {items} was delivered.")
+        }
     }
 }
 

@@ -5,10 +5,13 @@
 //!    │  └─system (stock reserved, a provider must authorise)─▶ awaiting_payment ─system (authorised)─▶ confirmed
 //!    ├─system (out of stock; unpaid in time; payment declined)─▶ cancelled
 //!    └─ cancel: customer while pending/awaiting_payment/confirmed; staff up to processing ─▶ cancelled
+//!
+//! processing ─staff (a parcel with some units)─▶ partially_shipped ─staff (the last units)─▶ shipped
 //! ```
 //!
 //! A delivered order becomes `refunded` when refunds give back everything captured for it
-//! (see `payment`), never by a word staff set.
+//! (see `payment`), never by a word staff set. `partially_shipped` is reached by shipping
+//! parcels (see `fulfillment`), never by a word staff set either.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,6 +30,10 @@ pub enum OrderStatus {
     AwaitingPayment,
     Confirmed,
     Processing,
+    /// Some units have shipped, others still wait to be.
+    #[serde(rename = "partially_shipped")]
+    #[sqlx(rename = "partially_shipped")]
+    PartiallyShipped,
     Shipped,
     Delivered,
     Cancelled,
@@ -64,11 +71,12 @@ impl TransitionError {
 
 impl OrderStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 8] = [
+    pub const ALL: [OrderStatus; 9] = [
         OrderStatus::Pending,
         OrderStatus::AwaitingPayment,
         OrderStatus::Confirmed,
         OrderStatus::Processing,
+        OrderStatus::PartiallyShipped,
         OrderStatus::Shipped,
         OrderStatus::Delivered,
         OrderStatus::Cancelled,
@@ -81,6 +89,7 @@ impl OrderStatus {
             OrderStatus::AwaitingPayment => "awaiting_payment",
             OrderStatus::Confirmed => "confirmed",
             OrderStatus::Processing => "processing",
+            OrderStatus::PartiallyShipped => "partially_shipped",
             OrderStatus::Shipped => "shipped",
             OrderStatus::Delivered => "delivered",
             OrderStatus::Cancelled => "cancelled",
@@ -93,11 +102,22 @@ impl OrderStatus {
     }
 
     /// Stock stays reserved from confirmation (or from the wait for payment) until the goods
-    /// leave the warehouse.
+    /// leave the warehouse (of a partly shipped order, the units still on the shelf).
     pub fn holds_reserved_stock(self) -> bool {
         matches!(
             self,
-            OrderStatus::AwaitingPayment | OrderStatus::Confirmed | OrderStatus::Processing
+            OrderStatus::AwaitingPayment
+                | OrderStatus::Confirmed
+                | OrderStatus::Processing
+                | OrderStatus::PartiallyShipped
+        )
+    }
+
+    /// Parcels may ship: the order is being prepared, or some of it has shipped already.
+    pub fn ships_parcels(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Processing | OrderStatus::PartiallyShipped
         )
     }
 
@@ -120,7 +140,8 @@ impl OrderStatus {
             (Pending, Confirmed | AwaitingPayment)
                 | (AwaitingPayment, Confirmed)
                 | (Confirmed, Processing)
-                | (Processing, Shipped)
+                | (Processing, Shipped | PartiallyShipped)
+                | (PartiallyShipped, Shipped)
                 | (Shipped, Delivered)
                 | (Delivered, Refunded)
                 | (
@@ -171,7 +192,7 @@ mod tests {
     use super::*;
     use OrderStatus::*;
 
-    const ALL: [OrderStatus; 8] = OrderStatus::ALL;
+    const ALL: [OrderStatus; 9] = OrderStatus::ALL;
     const CUSTOMER: ActorKind = ActorKind::User(Role::Customer);
     const VENDOR: ActorKind = ActorKind::User(Role::Vendor);
     const ADMIN: ActorKind = ActorKind::User(Role::Admin);
@@ -186,7 +207,10 @@ mod tests {
             (Confirmed, Cancelled) => by == CUSTOMER || staff,
             (Processing, Cancelled) => staff,
             (Delivered, Refunded) => by == SYSTEM,
-            (Confirmed, Processing) | (Processing, Shipped) | (Shipped, Delivered) => staff,
+            (Confirmed, Processing)
+            | (Processing, Shipped | PartiallyShipped)
+            | (PartiallyShipped, Shipped)
+            | (Shipped, Delivered) => staff,
             _ => false,
         }
     }
@@ -237,6 +261,18 @@ mod tests {
             refused.to_string(),
             "a customer may not move an order from processing to cancelled"
         );
+    }
+
+    #[test]
+    fn a_partly_shipped_order_keeps_what_is_left_reserved_and_cannot_be_cancelled_whole() {
+        assert!(PartiallyShipped.holds_reserved_stock());
+        assert!(!Shipped.holds_reserved_stock());
+        assert!(matches!(
+            PartiallyShipped.transition(Cancelled, ADMIN),
+            Err(TransitionError::Impossible { .. })
+        ));
+        let parcels: Vec<OrderStatus> = ALL.into_iter().filter(|s| s.ships_parcels()).collect();
+        assert_eq!(parcels, [Processing, PartiallyShipped]);
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! Fulfilments as pure functions: which units of which lines a parcel may carry, and what
+//! the order's status comes to as parcels ship and arrive.
+//!
+//! A line's units are each shipped once: a parcel carries at most what is left of a line
+//! (its quantity less what shipped, or, when the api checks a request, less what earlier
+//! accepted requests claimed). An order ships in parcels while it is `processing` or
+//! `partially_shipped`; it is `partially_shipped` until no unit is left, then `shipped`,
+//! and `delivered` once every parcel is.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::OrderStatus;
+
+/// Where a parcel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FulfillmentStatus {
+    /// Handed to the carrier.
+    Shipped,
+    /// The carrier delivered it.
+    Delivered,
+}
+
+impl FulfillmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FulfillmentStatus::Shipped => "shipped",
+            FulfillmentStatus::Delivered => "delivered",
+        }
+    }
+
+    /// The status a stored `fulfillments.status` names.
+    pub fn parse(text: &str) -> Option<Self> {
+        [FulfillmentStatus::Shipped, FulfillmentStatus::Delivered]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+/// One line of an order, as far as shipping goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineUnits {
+    pub item_id: Uuid,
+    pub sku: String,
+    pub quantity: i32,
+    /// Units that shipped (or, for the api's check, were claimed by accepted requests).
+    pub taken: i32,
+}
+
+impl LineUnits {
+    /// Units still to ship.
+    pub fn remaining(&self) -> i32 {
+        self.quantity - self.taken
+    }
+}
+
+/// Some units of one line, in a parcel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParcelLine {
+    /// The order line (`items[].id`).
+    pub item_id: Uuid,
+    #[schema(minimum = 1)]
+    pub quantity: i32,
+}
+
+/// Why a parcel cannot be made as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParcelError {
+    #[error("a parcel carries at least one line")]
+    Empty,
+    #[error("is not a line of this order")]
+    UnknownLine,
+    #[error("names a line already in this parcel")]
+    Repeated,
+    #[error("must be at least 1")]
+    NotPositive,
+    #[error("only {remaining} of {sku} remain to ship")]
+    Exceeds { sku: String, remaining: i32 },
+}
+
+impl ParcelError {
+    /// A short machine-readable reason, stored in the timeline.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParcelError::Empty => "nothing_to_ship",
+            ParcelError::UnknownLine => "unknown_line",
+            ParcelError::Repeated => "repeated_line",
+            ParcelError::NotPositive => "invalid_quantity",
+            ParcelError::Exceeds { .. } => "exceeds_remaining",
+        }
+    }
+}
+
+/// A parcel refused, and the position in the request of the line it is refused for (`None`
+/// for the request as a whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub line: Option<usize>,
+    pub error: ParcelError,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "lines[{line}]: {}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+/// Checks that `parcel` can ship from `lines`: each of its lines is one of the order's,
+/// named once, with between 1 and what remains of it.
+pub fn check_parcel(lines: &[LineUnits], parcel: &[ParcelLine]) -> Result<(), Refusal> {
+    if parcel.is_empty() {
+        return Err(Refusal {
+            line: None,
+            error: ParcelError::Empty,
+        });
+    }
+    for (i, asked) in parcel.iter().enumerate() {
+        let refuse = |error| {
+            Err(Refusal {
+                line: Some(i),
+                error,
+            })
+        };
+        let Some(line) = lines.iter().find(|line| line.item_id == asked.item_id) else {
+            return refuse(ParcelError::UnknownLine);
+        };
+        if parcel[..i].iter().any(|p| p.item_id == asked.item_id) {
+            return refuse(ParcelError::Repeated);
+        }
+        if asked.quantity < 1 {
+            return refuse(ParcelError::NotPositive);
+        }
+        if asked.quantity > line.remaining() {
+            return refuse(ParcelError::Exceeds {
+                sku: line.sku.clone(),
+                remaining: line.remaining(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The order's status once `lines` have shipped what they record: `shipped` when nothing
+/// remains, `partially_shipped` otherwise.
+pub fn status_after_shipping(lines: &[LineUnits]) -> OrderStatus {
+    if lines.iter().all(|line| line.remaining() == 0) {
+        OrderStatus::Shipped
+    } else {
+        OrderStatus::PartiallyShipped
+    }
+}
+
+/// Whether an order that is `status`, with parcels in `parcels`, is now delivered: every
+/// unit shipped and every parcel arrived.
+pub fn delivered(status: OrderStatus, parcels: &[FulfillmentStatus]) -> bool {
+    status == OrderStatus::Shipped
+        && !parcels.is_empty()
+        && parcels.iter().all(|p| *p == FulfillmentStatus::Delivered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(quantity: i32, taken: i32) -> LineUnits {
+        LineUnits {
+            item_id: Uuid::now_v7(),
+            sku: "SKU-A".into(),
+            quantity,
+            taken,
+        }
+    }
+
+    fn take(line: &LineUnits, quantity: i32) -> ParcelLine {
+        ParcelLine {
+            item_id: line.item_id,
+            quantity,
+        }
+    }
+
+    #[test]
+    fn a_parcel_carries_between_one_unit_and_what_remains_of_each_line() {
+        let lines = [line(3, 1), line(2, 0)];
+        assert_eq!(check_parcel(&lines, &[take(&lines[0], 2)]), Ok(()));
+        assert_eq!(
+            check_parcel(&lines, &[take(&lines[0], 2), take(&lines[1], 2)]),
+            Ok(())
+        );
+        let over = check_parcel(&lines, &[take(&lines[1], 1), take(&lines[0], 3)]).unwrap_err();
+        assert_eq!(over.line, Some(1));
+        assert_eq!(over.error.code(), "exceeds_remaining");
+        assert_eq!(over.to_string(), "lines[1]: only 2 of SKU-A remain to ship");
+        for quantity in [0, -1] {
+            let refused = check_parcel(&lines, &[take(&lines[0], quantity)]).unwrap_err();
+            assert_eq!(refused.error, ParcelError::NotPositive);
+        }
+    }
+
+    #[test]
+    fn empty_unknown_and_repeated_lines_are_refused() {
+        let lines = [line(3, 0)];
+        assert_eq!(
+            check_parcel(&lines, &[]).unwrap_err().error,
+            ParcelError::Empty
+        );
+        let stranger = line(1, 0);
+        assert_eq!(
+            check_parcel(&lines, &[take(&stranger, 1)]).unwrap_err(),
+            Refusal {
+                line: Some(0),
+                error: ParcelError::UnknownLine
+            }
+        );
+        let twice = check_parcel(&lines, &[take(&lines[0], 1), take(&lines[0], 1)]);
+        assert_eq!(twice.unwrap_err().error, ParcelError::Repeated);
+    }
+
+    #[test]
+    fn a_fully_shipped_line_takes_no_more() {
+        let lines = [line(2, 2)];
+        let refused = check_parcel(&lines, &[take(&lines[0], 1)]).unwrap_err();
+        assert_eq!(
+            refused.error,
+            ParcelError::Exceeds {
+                sku: "SKU-A".into(),
+                remaining: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_order_is_shipped_once_nothing_remains_and_delivered_once_every_parcel_arrived() {
+        assert_eq!(
+            status_after_shipping(&[line(3, 2), line(2, 2)]),
+            OrderStatus::PartiallyShipped
+        );
+        assert_eq!(
+            status_after_shipping(&[line(3, 3), line(2, 2)]),
+            OrderStatus::Shipped
+        );
+        use FulfillmentStatus::*;
+        use OrderStatus as S;
+        assert!(delivered(S::Shipped, &[Delivered, Delivered]));
+        assert!(!delivered(S::Shipped, &[Delivered, Shipped]));
+        assert!(
+            !delivered(S::PartiallyShipped, &[Delivered]),
+            "units still on the shelf"
+        );
+        assert!(!delivered(S::Shipped, &[]));
+    }
+
+    #[test]
+    fn statuses_read_back_what_they_write() {
+        for status in [FulfillmentStatus::Shipped, FulfillmentStatus::Delivered] {
+            assert_eq!(FulfillmentStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(FulfillmentStatus::parse("lost"), None);
+    }
+}
