@@ -201,6 +201,7 @@ impl Topology {
             EventType::OrderCreated,
             EventType::StatusChanged,
             EventType::PaymentChanged,
+            EventType::FulfillmentChanged,
         ] {
             bind(
                 channel,

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{ActorKind, Money, OrderStatus, PaymentStatus};
+use crate::domain::{
+    ActorKind, FulfillmentStatus, Money, OrderStatus, PaymentStatus, fulfillment::ParcelLine,
+};
 
 /// What happened or is asked for; also the AMQP routing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,11 +43,20 @@ pub enum EventType {
     /// answer to a call): the worker applies what its ledger does not hold yet.
     #[serde(rename = "order.payment_observed")]
     PaymentObserved,
+    /// Staff shipped a parcel with some units of some lines.
+    #[serde(rename = "order.fulfillment_requested")]
+    FulfillmentRequested,
+    /// Staff recorded what became of a parcel (delivered).
+    #[serde(rename = "order.fulfillment_update_requested")]
+    FulfillmentUpdateRequested,
+    /// A parcel shipped or arrived (a fact for integrators).
+    #[serde(rename = "order.fulfillment_changed")]
+    FulfillmentChanged,
 }
 
 impl EventType {
     /// Every type this version knows.
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 13] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
@@ -56,10 +67,13 @@ impl EventType {
         EventType::PaymentChanged,
         EventType::CaptureRequested,
         EventType::PaymentObserved,
+        EventType::FulfillmentRequested,
+        EventType::FulfillmentUpdateRequested,
+        EventType::FulfillmentChanged,
     ];
 
     /// The types the worker consumes, each applied in `seq` order per order.
-    pub const COMMANDS: [EventType; 7] = [
+    pub const COMMANDS: [EventType; 9] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
@@ -67,6 +81,8 @@ impl EventType {
         EventType::RefundRequested,
         EventType::CaptureRequested,
         EventType::PaymentObserved,
+        EventType::FulfillmentRequested,
+        EventType::FulfillmentUpdateRequested,
     ];
 
     pub fn routing_key(self) -> &'static str {
@@ -81,6 +97,9 @@ impl EventType {
             EventType::PaymentChanged => "order.payment_changed",
             EventType::CaptureRequested => "order.capture_requested",
             EventType::PaymentObserved => "order.payment_observed",
+            EventType::FulfillmentRequested => "order.fulfillment_requested",
+            EventType::FulfillmentUpdateRequested => "order.fulfillment_update_requested",
+            EventType::FulfillmentChanged => "order.fulfillment_changed",
         }
     }
 
@@ -308,6 +327,42 @@ pub struct PaymentChanged {
     /// The order's status, which the operation may have moved (a full refund of a
     /// delivered order makes it `refunded`, announced by its own `order.status_changed`).
     pub status: OrderStatus,
+    /// What happened, in words meant for the customer.
+    pub message: String,
+    /// The change's number in the live order feed, set as it is announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_id: Option<i64>,
+}
+
+/// Payload of `order.fulfillment_requested`: a parcel, its id chosen when it was accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FulfillmentRequested {
+    pub fulfillment_id: Uuid,
+    pub lines: Vec<ParcelLine>,
+    pub carrier: Option<String>,
+    pub tracking_number: String,
+    pub note: Option<String>,
+}
+
+/// Payload of `order.fulfillment_update_requested`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FulfillmentUpdateRequested {
+    pub fulfillment_id: Uuid,
+    pub status: FulfillmentStatus,
+    pub note: Option<String>,
+}
+
+/// Payload of `order.fulfillment_changed`: the parcel as it is now, and the order's status
+/// after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FulfillmentChanged {
+    pub fulfillment_id: Uuid,
+    pub status: FulfillmentStatus,
+    pub carrier: Option<String>,
+    pub tracking_number: String,
+    pub lines: Vec<ParcelLine>,
+    pub customer_id: Uuid,
+    pub order_status: OrderStatus,
     /// What happened, in words meant for the customer.
     pub message: String,
     /// The change's number in the live order feed, set as it is announced.

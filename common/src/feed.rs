@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use crate::{
     domain::OrderStatus,
-    events::{Actor, Envelope, EventType, PaymentChanged, StallChanged, StatusChanged},
+    events::{
+        Actor, Envelope, EventType, FulfillmentChanged, PaymentChanged, StallChanged, StatusChanged,
+    },
 };
 
 /// Fixed key of the advisory lock that numbers feed rows ("orderfed").
@@ -34,6 +36,8 @@ pub enum FeedKind {
     Resumed,
     /// An operation moved the order's money (its `reason` is the customer's sentence).
     PaymentChanged,
+    /// A parcel shipped or arrived (its `reason` is the customer's sentence).
+    FulfillmentChanged,
 }
 
 impl FeedKind {
@@ -43,12 +47,13 @@ impl FeedKind {
             FeedKind::Stalled => "stalled",
             FeedKind::Resumed => "resumed",
             FeedKind::PaymentChanged => "payment_changed",
+            FeedKind::FulfillmentChanged => "fulfillment_changed",
         }
     }
 
     /// Whether customers are told of it (stalls are the store's business).
     pub fn shown_to_customers(self) -> bool {
-        matches!(self, FeedKind::StatusChanged | FeedKind::PaymentChanged)
+        !matches!(self, FeedKind::Stalled | FeedKind::Resumed)
     }
 }
 
@@ -122,6 +127,18 @@ fn describe(envelope: &Envelope) -> Option<(FeedEntry, Option<i64>)> {
                     Some(payment.message),
                     payment.customer_id,
                     payment.feed_id,
+                )
+            }
+            EventType::FulfillmentChanged => {
+                let parcel = FulfillmentChanged::deserialize(&envelope.payload).ok()?;
+                (
+                    FeedKind::FulfillmentChanged,
+                    None,
+                    parcel.order_status,
+                    Some(parcel.tracking_number),
+                    Some(parcel.message),
+                    parcel.customer_id,
+                    parcel.feed_id,
                 )
             }
             _ => return None,

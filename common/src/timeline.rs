@@ -21,10 +21,14 @@ pub enum EntryKind {
     PaymentRequested,
     /// An operation moved the order's money.
     PaymentChanged,
+    /// Staff shipped a parcel, or recorded its delivery.
+    FulfillmentRequested,
+    /// A parcel shipped or arrived.
+    FulfillmentChanged,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 9] = [
+    pub const ALL: [EntryKind; 11] = [
         EntryKind::Created,
         EntryKind::StatusChangeRequested,
         EntryKind::CancelRequested,
@@ -34,6 +38,8 @@ impl EntryKind {
         EntryKind::Skipped,
         EntryKind::PaymentRequested,
         EntryKind::PaymentChanged,
+        EntryKind::FulfillmentRequested,
+        EntryKind::FulfillmentChanged,
     ];
 
     /// The kind a stored `order_events.kind` names.
@@ -52,6 +58,8 @@ impl EntryKind {
             EntryKind::Skipped => "skipped",
             EntryKind::PaymentRequested => "payment_requested",
             EntryKind::PaymentChanged => "payment_changed",
+            EntryKind::FulfillmentRequested => "fulfillment_requested",
+            EntryKind::FulfillmentChanged => "fulfillment_changed",
         }
     }
 }

@@ -150,7 +150,6 @@ export async function myOrders(ctx) {
   );
 }
 
-/// An order's summary, lines and timeline; `actions(order)` adds what the viewer may do.
 /// The order's money in a line: its payment status and what was taken, given back and is due.
 export function paymentSummary(order) {
   const { payment, currency } = order;
@@ -161,14 +160,34 @@ export function paymentSummary(order) {
   return parts.join(" · ");
 }
 
-export async function orderDetail(ctx, id, actions) {
+/// An order's parcels, each with its tracking number, status and lines; `action(parcel)` adds
+/// what the viewer may do with one.
+function parcelList(order, parcels, action) {
+  if (!parcels.length) return null;
+  const sku = new Map(order.items.map((item) => [item.id, item.product_name]));
+  return h("section", { "aria-label": "Parcels" },
+    h("h3", {}, "Parcels"),
+    h("ul", { class: "list" }, parcels.map((parcel) =>
+      h("li", { "data-parcel": parcel.id },
+        statusBadge(parcel.status), " ",
+        `${parcel.carrier ? `${parcel.carrier} ` : ""}${parcel.tracking_number}: `,
+        parcel.lines.map((line) => `${line.quantity} × ${sku.get(line.item_id) || line.product_name}`).join(", "),
+        parcel.delivered_at ? h("span", { class: "muted" }, ` (delivered ${formatTime(parcel.delivered_at)})`) : "",
+        " ", action(parcel) || "",
+      ))),
+  );
+}
+
+/// An order's summary, lines, parcels and timeline; `actions(order, render, parcels)` adds
+/// what the viewer may do with the order, `parcelAction(parcel, render)` with a parcel.
+export async function orderDetail(ctx, id, actions, parcelAction = () => null) {
   const { indicator, onState } = liveIndicator();
   const summary = h("section", { class: "card", "aria-label": "Order" });
   const timeline = h("ol", { class: "timeline" });
   const render = async () => {
-    const loaded = await ctx.busy(() => Promise.all([get(`/api/orders/${id}`), get(`/api/orders/${id}/events`)]));
+    const loaded = await ctx.busy(() => Promise.all([get(`/api/orders/${id}`), get(`/api/orders/${id}/events`), get(`/api/orders/${id}/fulfillments`)]));
     if (!loaded) return;
-    const [order, events] = loaded;
+    const [order, events, { fulfillments: parcels }] = loaded;
     summary.replaceChildren(
       h("dl", { class: "facts" },
         h("dt", {}, "Status"), h("dd", { "data-field": "status" }, statusBadge(order.status), order.pending_status ? ` (becoming ${order.pending_status})` : ""),
@@ -181,10 +200,11 @@ export async function orderDetail(ctx, id, actions) {
       ),
       h("table", {},
         h("caption", {}, "Items"),
-        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Product"), h("th", { scope: "col" }, "Quantity"), h("th", { scope: "col" }, "Price"))),
-        h("tbody", {}, order.items.map((item) => h("tr", {}, h("td", {}, item.product_name), h("td", { class: "number" }, item.quantity), h("td", { class: "number" }, formatMoney(item.total_price, order.currency))))),
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Product"), h("th", { scope: "col" }, "Quantity"), h("th", { scope: "col" }, "Shipped"), h("th", { scope: "col" }, "Price"))),
+        h("tbody", {}, order.items.map((item) => h("tr", {}, h("td", {}, item.product_name), h("td", { class: "number" }, item.quantity), h("td", { class: "number" }, item.quantity_shipped), h("td", { class: "number" }, formatMoney(item.total_price, order.currency))))),
       ),
-      actions(order, render) || "",
+      parcelList(order, parcels, (parcel) => parcelAction(parcel, render)) || "",
+      actions(order, render, parcels) || "",
     );
     timeline.replaceChildren(
       ...events.map((entry) => h("li", {}, h("time", { datetime: entry.created_at }, formatTime(entry.created_at)), " ", entry.message, entry.reason && entry.reason !== entry.message ? h("span", { class: "muted" }, ` (${entry.reason})`) : "")),

@@ -1,12 +1,13 @@
 // What vendors (and admins) do: the live orders board, moving orders through processing →
-// shipped → delivered, stalled orders, and the catalogue with its stock.
+// shipped (in parcels) → delivered, stalled orders, and the catalogue with its stock.
 
 import { get, patch, post, put } from "../api.js";
 import { field, formatMoney, formatTime, h, shortId, statusBadge } from "../dom.js";
 import { LiveFeed } from "../live.js";
 import { liveIndicator, orderDetail } from "./customer.js";
 
-const COLUMNS = ["pending", "awaiting_payment", "confirmed", "processing", "shipped", "delivered", "cancelled"];
+const COLUMNS = ["pending", "awaiting_payment", "confirmed", "processing", "partially_shipped", "shipped", "delivered", "cancelled"];
+const SHIPS_PARCELS = ["processing", "partially_shipped"];
 const CANCELLABLE_BY_STAFF = ["pending", "awaiting_payment", "confirmed", "processing"];
 
 /// The buttons that move `order` on from where it is; `done()` runs after a change was accepted.
@@ -27,7 +28,7 @@ function moveControls(ctx, order, done) {
   if (status === "confirmed") {
     controls.append(h("button", { type: "button", class: "primary", onclick: () => request({ status: "processing" }, "Starting…") }, "Start processing"));
   }
-  if (status === "processing") {
+  if (SHIPS_PARCELS.includes(status)) {
     const tracking = field(`Tracking number for ${shortId(order.id)}`, { required: true, maxlength: 100 });
     controls.append(
       h("form", {
@@ -36,7 +37,7 @@ function moveControls(ctx, order, done) {
           event.preventDefault();
           request({ status: "shipped", tracking_number: tracking.input.value.trim() }, "Shipping…");
         },
-      }, tracking.element, h("button", { type: "submit", class: "primary" }, "Mark shipped")),
+      }, tracking.element, h("button", { type: "submit", class: "primary" }, status === "processing" ? "Mark shipped" : "Ship the rest")),
     );
   }
   if (status === "shipped") {
@@ -128,13 +129,63 @@ function moneyControls(ctx, order, done) {
   return controls;
 }
 
-export function orderPage(ctx, id) {
-  return orderDetail(ctx, id, (order, render) => {
-    const controls = moveControls(ctx, order, render);
-    controls.append(moneyControls(ctx, order, render));
-    if (order.stalled_reason && ctx.user.role === "admin") controls.append(resolveControls(ctx, order.id, render));
-    return controls;
+/// Ship a parcel with some units of the lines chosen (each line's quantity defaults to what
+/// is left of it; 0 leaves it out).
+function parcelControls(ctx, order, done) {
+  const status = order.pending_status || order.status;
+  if (!SHIPS_PARCELS.includes(status) || order.stalled_reason) return null;
+  const open = order.items.filter((item) => item.quantity > item.quantity_shipped);
+  const quantities = open.map((item) => {
+    const left = item.quantity - item.quantity_shipped;
+    return [item, field(`${item.product_name} (${left} left)`, { type: "number", min: 0, max: left, value: left, required: true })];
   });
+  const carrier = field("Carrier", { maxlength: 100 });
+  const tracking = field("Parcel tracking number", { required: true, maxlength: 100 });
+  return h("form", {
+    class: "inline",
+    "aria-label": "Ship a parcel",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const lines = quantities
+        .map(([item, quantity]) => ({ item_id: item.id, quantity: Number(quantity.input.value) }))
+        .filter((line) => line.quantity > 0);
+      const body = { lines, carrier: carrier.input.value.trim() || undefined, tracking_number: tracking.input.value.trim() };
+      if (await ctx.busy(() => post(`/api/orders/${order.id}/fulfillments`, body, { idempotent: true }), "Shipping the parcel…")) {
+        ctx.say(`Order ${shortId(order.id)}: parcel ${body.tracking_number} requested.`);
+        done();
+      }
+    },
+  }, ...quantities.map(([, quantity]) => quantity.element), carrier.element, tracking.element, h("button", { type: "submit" }, "Ship parcel"));
+}
+
+/// Record that a parcel on its way arrived.
+function parcelDelivery(ctx, order, parcel, done) {
+  if (parcel.status !== "shipped") return null;
+  return h("button", {
+    type: "button",
+    onclick: async () => {
+      if (await ctx.busy(() => patch(`/api/orders/${order}/fulfillments/${parcel.id}`, { status: "delivered" }), "Recording delivery…")) {
+        ctx.say(`Parcel ${parcel.tracking_number}: delivery requested.`);
+        done();
+      }
+    },
+  }, `Mark ${parcel.tracking_number} delivered`);
+}
+
+export function orderPage(ctx, id) {
+  return orderDetail(
+    ctx,
+    id,
+    (order, render) => {
+      const controls = moveControls(ctx, order, render);
+      const parcel = parcelControls(ctx, order, render);
+      if (parcel) controls.append(parcel);
+      controls.append(moneyControls(ctx, order, render));
+      if (order.stalled_reason && ctx.user.role === "admin") controls.append(resolveControls(ctx, order.id, render));
+      return controls;
+    },
+    (parcel, render) => parcelDelivery(ctx, id, parcel, render),
+  );
 }
 
 /// Re-drive or skip (admins): the API refuses vendors, so they are not offered.

@@ -179,6 +179,7 @@ impl Hub {
             EventType::StatusChanged,
             EventType::StallChanged,
             EventType::PaymentChanged,
+            EventType::FulfillmentChanged,
         ] {
             channel
                 .queue_bind(

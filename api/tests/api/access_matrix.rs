@@ -141,6 +141,21 @@ const OPERATIONS: &[(&str, &str, Access, Option<&str>)] = &[
         Some(r#"{"amount":"1.00","reason":"goodwill"}"#),
     ),
     ("POST", "/api/orders/{id}/capture", Staff, None),
+    (
+        "POST",
+        "/api/orders/{id}/fulfillments",
+        Staff,
+        Some(
+            r#"{"lines":[{"item_id":"01936f0e-0000-7000-8000-000000000001","quantity":1}],"tracking_number":"TRK-1"}"#,
+        ),
+    ),
+    ("GET", "/api/orders/{id}/fulfillments", Owner, None),
+    (
+        "PATCH",
+        "/api/orders/{id}/fulfillments/{fulfillment_id}",
+        Staff,
+        Some(r#"{"status":"delivered"}"#),
+    ),
     ("GET", "/api/orders/stream", SignedIn, None),
     ("GET", "/api/orders/{id}/stream", Owner, None),
     ("POST", "/api/auth/stream-ticket", SignedIn, None),
@@ -268,7 +283,9 @@ impl World {
         } else {
             &self.alice.id.to_string()
         };
-        path.replace("{id}", id).replace("{event_id}", &self.order)
+        path.replace("{id}", id)
+            .replace("{event_id}", &self.order)
+            .replace("{fulfillment_id}", &self.order)
     }
 
     async fn call(

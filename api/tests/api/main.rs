@@ -9,6 +9,7 @@ mod cost_budget;
 mod dead_letters;
 mod docs;
 mod fault;
+mod fulfillments;
 mod health;
 mod helpers;
 mod idempotency;

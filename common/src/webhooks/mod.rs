@@ -10,7 +10,7 @@ pub use signature::{SigningSecret, generate_secret, sign};
 use crate::events::{Envelope, EventType};
 
 /// Every event type an endpoint can subscribe to.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "order.created",
     "order.status_changed",
     "order.cancelled",
@@ -19,13 +19,16 @@ pub const EVENT_TYPES: [&str; 8] = [
     "order.payment_voided",
     "order.paid",
     "order.refunded",
+    "order.fulfillment_created",
+    "order.fulfillment_delivered",
 ];
 
 /// The webhook type of an event on the exchange, or `None` for the commands and the
 /// stall changes (the store's own business) integrators do not receive. A change into
 /// `cancelled` is `order.cancelled` (and only that), every other change
 /// `order.status_changed`; a payment operation is named for what it did (money taken by
-/// capture or by hand is `order.paid`, partly or wholly).
+/// capture or by hand is `order.paid`, partly or wholly); a parcel is
+/// `order.fulfillment_created` as it ships and `order.fulfillment_delivered` as it arrives.
 pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
     match envelope.event_type {
         EventType::OrderCreated => Some("order.created"),
@@ -41,13 +44,20 @@ pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
             "refund" => Some("order.refunded"),
             _ => None,
         },
+        EventType::FulfillmentChanged => match envelope.payload["status"].as_str()? {
+            "shipped" => Some("order.fulfillment_created"),
+            "delivered" => Some("order.fulfillment_delivered"),
+            _ => None,
+        },
         EventType::StatusChangeRequested
         | EventType::CancelRequested
         | EventType::StallChanged
         | EventType::PaymentRecorded
         | EventType::RefundRequested
         | EventType::CaptureRequested
-        | EventType::PaymentObserved => None,
+        | EventType::PaymentObserved
+        | EventType::FulfillmentRequested
+        | EventType::FulfillmentUpdateRequested => None,
     }
 }
 
@@ -93,6 +103,20 @@ mod tests {
             ("refund", "order.refunded"),
         ] {
             envelope.payload = serde_json::json!({ "kind": kind });
+            assert_eq!(event_type(&envelope), Some(expected));
+            assert!(EVENT_TYPES.contains(&expected));
+        }
+    }
+
+    #[test]
+    fn a_parcel_is_created_as_it_ships_and_delivered_as_it_arrives() {
+        let mut envelope = change("shipped");
+        envelope.event_type = EventType::FulfillmentChanged;
+        for (status, expected) in [
+            ("shipped", "order.fulfillment_created"),
+            ("delivered", "order.fulfillment_delivered"),
+        ] {
+            envelope.payload = serde_json::json!({ "status": status });
             assert_eq!(event_type(&envelope), Some(expected));
             assert!(EVENT_TYPES.contains(&expected));
         }

@@ -5,7 +5,7 @@
 //! number of statements, however many commands it holds: lock the orders (in id order),
 //! read the stock of the products the commands may move, then — once [`plan`] decided every
 //! command in memory — write statuses, timeline, notifications and inbox rows in one
-//! statement, move the stock by deltas in one short statement that locks the products (in
+//! statement (parcels, when the batch ships or delivers any, in one more), move the stock by deltas in one short statement that locks the products (in
 //! id order) and checks the decisions still hold, and finally number the transitions in
 //! the live feed and hand their events to the outbox. Products are held only for those
 //! last two statements and the commit, so batches for a hot product overlap all their
@@ -156,8 +156,15 @@ async fn apply(
         .map(|command| command.envelope.order_id)
         .collect();
     let known = store::known_references(&mut tx, &observing).await?;
-    let plan = plan::plan(commands, orders, stock, known, policy.stripe)?;
+    let delivering: Vec<_> = commands
+        .iter()
+        .filter(|command| command.reads_parcels())
+        .map(|command| command.envelope.order_id)
+        .collect();
+    let parcels = store::read_parcels(&mut tx, &delivering).await?;
+    let plan = plan::plan(commands, orders, stock, parcels, known, policy.stripe)?;
     store::write(&mut tx, &plan.writes, policy.timeout).await?;
+    store::write_parcels(&mut tx, &plan.writes).await?;
     if !store::move_stock(&mut tx, &plan.writes.products).await? {
         tx.rollback().await?;
         return Ok(None);

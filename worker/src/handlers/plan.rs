@@ -6,25 +6,32 @@
 //! timeline entry saying why. Money commands go through the payment function the same way:
 //! an allowed operation yields the order's new amounts, a ledger row, timeline entries, a
 //! notification and an `order.payment_changed` event. Either way the command's `seq` is
-//! recorded as applied.
+//! recorded as applied. Parcels (see `parcels`) ship some units of some lines, move their
+//! stock and the order's status, and record deliveries.
 
+mod parcels;
 mod provider;
 
 use std::collections::{HashMap, HashSet};
 
 use common::{
     domain::{
-        ActorKind, Money, OrderStatus, Payment, PaymentStatus, customer_text, payment::Operation,
+        ActorKind, Money, OrderStatus, Payment, PaymentStatus, customer_text,
+        fulfillment::{LineUnits, ParcelLine},
+        payment::Operation,
     },
     events::{
-        Actor, CancelRequested, Envelope, EventType, PaymentChanged, PaymentObserved,
-        PaymentRecorded, RefundRequested, StatusChangeRequested, StatusChanged,
+        Actor, CancelRequested, Envelope, EventType, FulfillmentRequested,
+        FulfillmentUpdateRequested, PaymentChanged, PaymentObserved, PaymentRecorded,
+        RefundRequested, StatusChangeRequested, StatusChanged,
     },
     timeline::EntryKind,
 };
 use uuid::Uuid;
 
 use super::{HandleError, Outcome};
+
+pub use parcels::{ItemUnits, Parcel, ParcelRow};
 
 /// An order row as the worker locked it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -81,6 +88,10 @@ pub enum Action {
     Capture,
     /// What the payment provider did, to apply where the ledger does not hold it yet.
     Observe(PaymentObserved),
+    /// Ship a parcel.
+    Fulfil(FulfillmentRequested),
+    /// Record what became of a parcel.
+    UpdateFulfillment(FulfillmentUpdateRequested),
 }
 
 /// A command: its envelope and what it asks for.
@@ -102,7 +113,12 @@ impl<'a> Command<'a> {
             EventType::RefundRequested => Action::Refund(payload(envelope)?),
             EventType::CaptureRequested => Action::Capture,
             EventType::PaymentObserved => Action::Observe(payload(envelope)?),
-            EventType::StatusChanged | EventType::StallChanged | EventType::PaymentChanged => {
+            EventType::FulfillmentRequested => Action::Fulfil(payload(envelope)?),
+            EventType::FulfillmentUpdateRequested => Action::UpdateFulfillment(payload(envelope)?),
+            EventType::StatusChanged
+            | EventType::StallChanged
+            | EventType::PaymentChanged
+            | EventType::FulfillmentChanged => {
                 return Err(HandleError::Permanent(format!(
                     "{} is not a command the worker applies",
                     envelope.event_type.routing_key()
@@ -123,13 +139,26 @@ impl<'a> Command<'a> {
     /// of the provider move no stock.
     pub fn may_move_stock(&self) -> bool {
         match &self.action {
-            Action::Confirm | Action::Cancel(_) => true,
+            Action::Confirm | Action::Cancel(_) | Action::Fulfil(_) => true,
             Action::Observe(observed) => observed.operations.iter().any(|o| o.kind == "failure"),
             Action::ChangeStatus(request) => matches!(
                 request.status,
                 OrderStatus::Shipped | OrderStatus::Cancelled
             ),
-            Action::RecordPayment(_) | Action::Refund(_) | Action::Capture => false,
+            Action::RecordPayment(_)
+            | Action::Refund(_)
+            | Action::Capture
+            | Action::UpdateFulfillment(_) => false,
+        }
+    }
+
+    /// Whether it acts on the order's parcels as they are (a delivery): they must be read
+    /// before it is decided.
+    pub fn reads_parcels(&self) -> bool {
+        match &self.action {
+            Action::UpdateFulfillment(_) => true,
+            Action::ChangeStatus(request) => request.status == OrderStatus::Delivered,
+            _ => false,
         }
     }
 }
@@ -138,9 +167,13 @@ impl<'a> Command<'a> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StockLine {
     pub order_id: Uuid,
+    pub item_id: Uuid,
     pub product_id: Uuid,
     pub sku: String,
     pub quantity: i32,
+    pub quantity_shipped: i32,
+    /// Units accepted parcels claimed (see `parcels`).
+    pub quantity_claimed: i32,
     pub stock: i32,
     pub reserved: i32,
 }
@@ -248,6 +281,10 @@ pub struct Writes {
     /// Inbox rows: `(event_id, order_id)` of every command applied or refused.
     pub processed: Vec<(Uuid, Uuid)>,
     pub products: Vec<ProductRow>,
+    /// Parcels shipped or delivered.
+    pub parcels: Vec<ParcelRow>,
+    /// Order lines whose shipped or claimed units moved.
+    pub items: Vec<ItemUnits>,
 }
 
 /// The decided batch: outcomes in the order the commands were given, and the writes.
@@ -271,18 +308,20 @@ pub fn turns(commands: impl Iterator<Item = (Uuid, i64)>) -> Vec<usize> {
     turn
 }
 
-/// Decides `commands` against `orders` and `stock`, `known` being the provider references
-/// the orders' ledgers already hold; orders whose stock is reserved while `stripe` is the
-/// provider wait for their payment. An order's commands are taken in `seq` order; a
+/// Decides `commands` against `orders`, `stock` and `parcels`, `known` being the provider
+/// references the orders' ledgers already hold; orders whose stock is reserved while
+/// `stripe` is the provider wait for their payment. An order's commands are taken in `seq` order; a
 /// command for an order not among `orders`, or with a payload that does not fit its type,
 /// fails the whole batch (permanently).
 pub fn plan(
     commands: &[Command<'_>],
     orders: Vec<LockedOrder>,
     stock: Vec<StockLine>,
+    parcels: Vec<Parcel>,
     mut known: HashSet<String>,
     stripe: bool,
 ) -> Result<Plan, HandleError> {
+    let mut parcels = parcels::by_order(parcels);
     let mut orders: HashMap<Uuid, (LockedOrder, bool)> = orders
         .into_iter()
         .map(|order| (order.id, (order, false)))
@@ -356,6 +395,48 @@ pub fn plan(
                 }
                 applied
             }
+            Action::Fulfil(request) => {
+                let parcel = Parcel::requested(command, request);
+                let note = request.note.clone();
+                parcels::ship(
+                    order,
+                    parcel,
+                    note,
+                    command,
+                    &mut book,
+                    &mut parcels,
+                    &mut writes,
+                )
+            }
+            Action::UpdateFulfillment(update) => {
+                parcels::deliver(order, update, command, &mut parcels, &mut writes)
+            }
+            Action::ChangeStatus(request) if request.status == OrderStatus::Shipped => {
+                parcels::ship_rest(
+                    order,
+                    request,
+                    command,
+                    &mut book,
+                    &mut parcels,
+                    &mut writes,
+                )
+            }
+            Action::ChangeStatus(request) if request.status == OrderStatus::PartiallyShipped => {
+                let reason = "set_by_parcels: an order is partially shipped by shipping parcels";
+                let entry = standing_refusal(order, command, &command.actor, reason.into());
+                writes.entries.push(entry);
+                false
+            }
+            Action::ChangeStatus(request) if request.status == OrderStatus::Delivered => {
+                parcels::deliver_all(
+                    order,
+                    request,
+                    command,
+                    &mut book,
+                    &mut parcels,
+                    &mut writes,
+                )
+            }
             Action::ChangeStatus(request) => {
                 let change = Change::new(
                     command,
@@ -401,6 +482,7 @@ pub fn plan(
         .filter_map(|(order, changed)| changed.then_some(order))
         .collect();
     writes.products = book.changed();
+    writes.items = book.changed_items();
     Ok(Plan { outcomes, writes })
 }
 
@@ -495,10 +577,8 @@ fn attempt(
         });
         return false;
     }
-    match change.to {
-        OrderStatus::Cancelled if order.status.holds_reserved_stock() => book.release(order.id),
-        OrderStatus::Shipped => book.ship(order.id),
-        _ => {}
+    if change.to == OrderStatus::Cancelled && order.status.holds_reserved_stock() {
+        book.release(order.id);
     }
     apply(order, change, writes);
     true
@@ -530,7 +610,7 @@ fn settle(
             let reason = format!("{}: {refusal}", refusal.code());
             writes
                 .entries
-                .push(money_refusal(order, cause, actor, reason));
+                .push(standing_refusal(order, cause, actor, reason));
             return false;
         }
     };
@@ -627,8 +707,14 @@ fn settle(
     true
 }
 
-/// The timeline entry of a money command that could not apply; the order's status stays.
-fn money_refusal(order: &LockedOrder, cause: &Envelope, actor: &Actor, reason: String) -> EntryRow {
+/// The timeline entry of a command that could not apply and asked for no transition (money,
+/// parcels); the order's status stays.
+fn standing_refusal(
+    order: &LockedOrder,
+    cause: &Envelope,
+    actor: &Actor,
+    reason: String,
+) -> EntryRow {
     EntryRow {
         id: Uuid::now_v7(),
         order_id: order.id,
@@ -724,7 +810,7 @@ fn emails_customer(status: OrderStatus) -> bool {
     use OrderStatus::*;
     matches!(
         status,
-        AwaitingPayment | Confirmed | Shipped | Delivered | Cancelled | Refunded
+        AwaitingPayment | Confirmed | PartiallyShipped | Shipped | Delivered | Cancelled | Refunded
     )
 }
 
@@ -738,13 +824,13 @@ fn payload<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, Han
     })
 }
 
-/// Stock of the locked products, moved in memory as the batch's commands are decided.
-/// `stock` is what can still be sold; `reserved` is what confirmed or processing orders
-/// hold until they ship or are cancelled.
+/// Stock of the locked products and units of the orders' lines, moved in memory as the
+/// batch's commands are decided. `stock` is what can still be sold; `reserved` is what
+/// confirmed, processing or partly shipped orders hold until it ships or is cancelled.
 struct StockBook {
     products: HashMap<Uuid, Product>,
-    /// Each order's lines: product and quantity.
-    lines: HashMap<Uuid, Vec<(Uuid, i32)>>,
+    /// Each order's lines.
+    lines: HashMap<Uuid, Vec<Line>>,
 }
 
 struct Product {
@@ -758,6 +844,35 @@ struct Product {
     refused: bool,
 }
 
+/// The lines `parcel` names, with the units it asks of each.
+fn asked<'a>(
+    lines: &'a mut [Line],
+    parcel: &'a [ParcelLine],
+) -> impl Iterator<Item = (&'a mut Line, i32)> {
+    lines.iter_mut().filter_map(|line| {
+        let asked = parcel.iter().find(|p| p.item_id == line.item_id)?;
+        Some((line, asked.quantity))
+    })
+}
+
+/// One line of an order: its product, its units, and what shipped or is claimed of them.
+struct Line {
+    item_id: Uuid,
+    product_id: Uuid,
+    quantity: i32,
+    shipped: i32,
+    claimed: i32,
+    /// `(shipped, claimed)` as read.
+    read: (i32, i32),
+}
+
+impl Line {
+    /// Units not shipped: what stays reserved for it.
+    fn unshipped(&self) -> i32 {
+        self.quantity - self.shipped
+    }
+}
+
 impl StockBook {
     fn new(rows: Vec<StockLine>) -> Self {
         let mut book = StockBook {
@@ -765,10 +880,14 @@ impl StockBook {
             lines: HashMap::new(),
         };
         for row in rows {
-            book.lines
-                .entry(row.order_id)
-                .or_default()
-                .push((row.product_id, row.quantity));
+            book.lines.entry(row.order_id).or_default().push(Line {
+                item_id: row.item_id,
+                product_id: row.product_id,
+                quantity: row.quantity,
+                shipped: row.quantity_shipped,
+                claimed: row.quantity_claimed,
+                read: (row.quantity_shipped, row.quantity_claimed),
+            });
             book.products.entry(row.product_id).or_insert(Product {
                 sku: row.sku,
                 stock: row.stock,
@@ -786,12 +905,12 @@ impl StockBook {
     fn reserve(&mut self, order_id: Uuid) -> Result<(), Vec<String>> {
         let lines = self.lines.get(&order_id).map_or(&[][..], Vec::as_slice);
         let mut short = Vec::new();
-        for (product_id, quantity) in lines {
+        for line in lines {
             let product = self
                 .products
-                .get_mut(product_id)
+                .get_mut(&line.product_id)
                 .expect("every line's product is loaded with it");
-            if product.stock < *quantity {
+            if product.stock < line.quantity {
                 product.refused = true;
                 short.push(product.sku.clone());
             }
@@ -800,33 +919,78 @@ impl StockBook {
             short.sort();
             return Err(short);
         }
-        self.move_lines(order_id, |product, quantity| {
-            product.stock -= quantity;
-            product.reserved += quantity;
+        self.move_lines(order_id, |product, line| {
+            product.stock -= line.quantity;
+            product.reserved += line.quantity;
         });
         Ok(())
     }
 
-    /// Puts a cancelled order's reserved units back on sale.
+    /// Puts a cancelled order's reserved (unshipped) units back on sale.
     fn release(&mut self, order_id: Uuid) {
-        self.move_lines(order_id, |product, quantity| {
-            product.stock += quantity;
-            product.reserved -= quantity;
+        self.move_lines(order_id, |product, line| {
+            product.stock += line.unshipped();
+            product.reserved -= line.unshipped();
         });
     }
 
-    /// The goods left the warehouse: they are no longer reserved.
-    fn ship(&mut self, order_id: Uuid) {
-        self.move_lines(order_id, |product, quantity| product.reserved -= quantity);
-    }
-
-    fn move_lines(&mut self, order_id: Uuid, movement: impl Fn(&mut Product, i32)) {
-        for (product_id, quantity) in self.lines.get(&order_id).into_iter().flatten() {
+    /// A parcel left the warehouse: its units are shipped and no longer reserved.
+    fn ship(&mut self, order_id: Uuid, parcel: &[ParcelLine]) {
+        let lines = self
+            .lines
+            .get_mut(&order_id)
+            .map_or(&mut [][..], Vec::as_mut_slice);
+        for (line, quantity) in asked(lines, parcel) {
+            line.shipped += quantity;
             let product = self
                 .products
-                .get_mut(product_id)
+                .get_mut(&line.product_id)
                 .expect("every line's product is loaded with it");
-            movement(product, *quantity);
+            product.reserved -= quantity;
+            product.changed = true;
+        }
+    }
+
+    /// Every unit not claimed yet is claimed (by a request to ship all that remains).
+    fn claim_rest(&mut self, order_id: Uuid) {
+        for line in self.lines.get_mut(&order_id).into_iter().flatten() {
+            line.claimed = line.quantity;
+        }
+    }
+
+    /// A parcel refused gives back the units its request claimed.
+    fn give_back(&mut self, order_id: Uuid, parcel: &[ParcelLine]) {
+        let lines = self
+            .lines
+            .get_mut(&order_id)
+            .map_or(&mut [][..], Vec::as_mut_slice);
+        for (line, quantity) in asked(lines, parcel) {
+            line.claimed = (line.claimed - quantity).max(line.shipped);
+        }
+    }
+
+    /// The order's lines as far as shipping goes.
+    fn line_units(&self, order_id: Uuid) -> Vec<LineUnits> {
+        self.lines
+            .get(&order_id)
+            .into_iter()
+            .flatten()
+            .map(|line| LineUnits {
+                item_id: line.item_id,
+                sku: self.products[&line.product_id].sku.clone(),
+                quantity: line.quantity,
+                taken: line.shipped,
+            })
+            .collect()
+    }
+
+    fn move_lines(&mut self, order_id: Uuid, movement: impl Fn(&mut Product, &Line)) {
+        for line in self.lines.get(&order_id).into_iter().flatten() {
+            let product = self
+                .products
+                .get_mut(&line.product_id)
+                .expect("every line's product is loaded with it");
+            movement(product, line);
             product.changed = true;
         }
     }
@@ -846,11 +1010,27 @@ impl StockBook {
         rows.sort_by_key(|row| row.id);
         rows
     }
+
+    fn changed_items(&self) -> Vec<ItemUnits> {
+        let mut rows: Vec<ItemUnits> = self
+            .lines
+            .values()
+            .flatten()
+            .filter(|line| (line.shipped, line.claimed) != line.read)
+            .map(|line| ItemUnits {
+                id: line.item_id,
+                shipped: line.shipped,
+                claimed: line.claimed,
+            })
+            .collect();
+        rows.sort_by_key(|row| row.id);
+        rows
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use common::domain::OrderStatus::*;
+    use common::domain::{FulfillmentStatus, OrderStatus::*};
     use serde_json::json;
 
     use super::*;
@@ -883,7 +1063,7 @@ mod tests {
             .iter()
             .map(|envelope| Command::decode(envelope))
             .collect::<Result<Vec<_>, _>>()?;
-        plan(&commands, orders, stock, HashSet::new(), false)
+        plan(&commands, orders, stock, Vec::new(), HashSet::new(), false)
     }
 
     fn may_move_stock(command: &Envelope) -> bool {
@@ -913,9 +1093,12 @@ mod tests {
     fn line(order: &LockedOrder, product: Uuid, quantity: i32, stock: i32) -> StockLine {
         StockLine {
             order_id: order.id,
+            item_id: Uuid::now_v7(),
             product_id: product,
             sku: format!("SKU-{}", &product.simple().to_string()[28..]),
             quantity,
+            quantity_shipped: 0,
+            quantity_claimed: 0,
             stock,
             reserved: 0,
         }
@@ -1169,6 +1352,224 @@ mod tests {
                 refused_at: None
             }]
         );
+    }
+
+    /// A vendor's `order.fulfillment_requested` for `lines` (item, units).
+    fn parcel(order: &LockedOrder, seq: i64, lines: &[(Uuid, i32)], tracking: &str) -> Envelope {
+        let lines: Vec<_> = lines
+            .iter()
+            .map(|(item_id, quantity)| json!({ "item_id": item_id, "quantity": quantity }))
+            .collect();
+        let payload = json!({
+            "fulfillment_id": Uuid::now_v7(), "lines": lines, "carrier": "DHL",
+            "tracking_number": tracking, "note": null,
+        });
+        command(EventType::FulfillmentRequested, order, seq, payload)
+    }
+
+    /// Lines of 3 A and 2 B of a processing order, reserved, claimed as `claimed`.
+    fn two_lines(order: &LockedOrder, claimed: [i32; 2]) -> Vec<StockLine> {
+        let mut lines = vec![
+            line(order, Uuid::now_v7(), 3, 10),
+            line(order, Uuid::now_v7(), 2, 10),
+        ];
+        for (line, claimed) in lines.iter_mut().zip(claimed) {
+            line.reserved = line.quantity;
+            line.quantity_claimed = claimed;
+        }
+        lines
+    }
+
+    #[test]
+    fn a_parcel_ships_some_units_and_the_order_is_partly_shipped_until_the_last() {
+        let processing = order(Processing, 2);
+        let lines = two_lines(&processing, [2, 0]);
+        let (a, b) = (lines[0].item_id, lines[1].item_id);
+        let first = parcel(&processing, 3, &[(a, 2)], "TRK-1");
+        assert!(may_move_stock(&first));
+        let plan = decide(&[&first], vec![processing.clone()], lines.clone()).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Applied]);
+        assert_eq!(status_of(&plan, &processing), PartiallyShipped);
+        assert_eq!(
+            plan.writes.products,
+            [ProductRow {
+                id: lines[0].product_id,
+                stock_delta: 0,
+                reserved_delta: -2,
+                refused_at: None
+            }],
+            "only the parcel's units leave the reservation"
+        );
+        assert_eq!(
+            plan.writes.items,
+            [ItemUnits {
+                id: a,
+                shipped: 2,
+                claimed: 2
+            }]
+        );
+        assert_eq!(plan.writes.parcels.len(), 1);
+        assert!(plan.writes.parcels[0].new);
+        let kinds: Vec<EventType> = plan.writes.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            kinds,
+            [EventType::FulfillmentChanged, EventType::StatusChanged]
+        );
+        assert_eq!(plan.writes.emails.len(), 1, "one email for the parcel");
+        assert_eq!(
+            plan.writes.emails[0].tracking_number.as_deref(),
+            Some("TRK-1")
+        );
+
+        // The rest in a second parcel: shipped.
+        let mut partly = processing.clone();
+        partly.status = PartiallyShipped;
+        partly.applied_seq = 3;
+        let mut after = lines;
+        after[0].quantity_shipped = 2;
+        after[0].quantity_claimed = 3;
+        after[1].quantity_claimed = 2;
+        let second = parcel(&partly, 4, &[(a, 1), (b, 2)], "TRK-2");
+        let plan = decide(&[&second], vec![partly.clone()], after).expect("plan");
+        assert_eq!(status_of(&plan, &partly), Shipped);
+        assert_eq!(
+            plan.writes.orders[0].tracking_number.as_deref(),
+            Some("TRK-2")
+        );
+    }
+
+    #[test]
+    fn a_parcel_beyond_what_remains_is_refused_and_gives_its_claim_back() {
+        let processing = order(Processing, 2);
+        let mut lines = two_lines(&processing, [3, 0]);
+        lines[0].quantity_shipped = 2;
+        let a = lines[0].item_id;
+        let over = parcel(&processing, 3, &[(a, 2)], "TRK-1");
+        let plan = decide(&[&over], vec![processing.clone()], lines).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Refused]);
+        assert_eq!(status_of(&plan, &processing), Processing);
+        assert!(plan.writes.parcels.is_empty() && plan.writes.events.is_empty());
+        assert_eq!(
+            plan.writes.items,
+            [ItemUnits {
+                id: a,
+                shipped: 2,
+                claimed: 2
+            }]
+        );
+        let reason = plan.writes.entries[0].reason.as_deref().unwrap_or_default();
+        assert!(
+            reason.starts_with("exceeds_remaining: lines[0]: only 1 of"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_parcel_of_an_order_not_being_prepared_is_refused() {
+        let confirmed = order(Confirmed, 1);
+        let lines = two_lines(&confirmed, [1, 0]);
+        let early = parcel(&confirmed, 2, &[(lines[0].item_id, 1)], "TRK-1");
+        let plan = decide(&[&early], vec![confirmed.clone()], lines).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Refused]);
+        assert!(plan.writes.products.iter().all(|p| p.reserved_delta == 0));
+    }
+
+    #[test]
+    fn shipping_the_order_ships_what_remains_as_one_parcel() {
+        let mut partly = order(PartiallyShipped, 3);
+        partly.tracking_number = Some("TRK-1".into());
+        let mut lines = two_lines(&partly, [2, 0]);
+        lines[0].quantity_shipped = 2;
+        let ship = status_change(
+            &partly,
+            4,
+            json!({ "status": "shipped", "tracking_number": "TRK-9" }),
+        );
+        let plan = decide(&[&ship], vec![partly.clone()], lines.clone()).expect("plan");
+        assert_eq!(status_of(&plan, &partly), Shipped);
+        let shipped = &plan.writes.parcels[0].parcel;
+        assert_eq!(shipped.id, ship.event_id);
+        assert_eq!(shipped.tracking_number, "TRK-9");
+        let units: Vec<(Uuid, i32)> = shipped
+            .lines
+            .iter()
+            .map(|l| (l.item_id, l.quantity))
+            .collect();
+        assert_eq!(units, [(lines[0].item_id, 1), (lines[1].item_id, 2)]);
+        assert!(plan.writes.items.iter().all(|i| i.shipped == i.claimed));
+    }
+
+    #[test]
+    fn an_order_is_delivered_when_its_last_parcel_arrives() {
+        let shipped = order(Shipped, 4);
+        let parcels: Vec<Parcel> = ["TRK-1", "TRK-2"]
+            .iter()
+            .map(|tracking| Parcel {
+                id: Uuid::now_v7(),
+                order_id: shipped.id,
+                status: FulfillmentStatus::Shipped,
+                carrier: None,
+                tracking_number: (*tracking).into(),
+                lines: vec![ParcelLine {
+                    item_id: Uuid::now_v7(),
+                    quantity: 1,
+                }],
+            })
+            .collect();
+        let arrive = |seq, parcel: &Parcel| {
+            let payload =
+                json!({ "fulfillment_id": parcel.id, "status": "delivered", "note": null });
+            command(
+                EventType::FulfillmentUpdateRequested,
+                &shipped,
+                seq,
+                payload,
+            )
+        };
+        let (first, second) = (arrive(5, &parcels[0]), arrive(6, &parcels[1]));
+        let again = arrive(7, &parcels[0]);
+        let commands: Vec<Command> = [&first, &second, &again]
+            .iter()
+            .map(|e| Command::decode(e).expect("decode"))
+            .collect();
+        assert!(commands.iter().all(Command::reads_parcels));
+        let plan = plan(
+            &commands,
+            vec![shipped.clone()],
+            vec![],
+            parcels,
+            HashSet::new(),
+            false,
+        )
+        .expect("plan");
+        assert_eq!(
+            plan.outcomes,
+            [Outcome::Applied, Outcome::Applied, Outcome::Refused]
+        );
+        assert_eq!(status_of(&plan, &shipped), Delivered);
+        let kinds: Vec<EventType> = plan.writes.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventType::FulfillmentChanged,
+                EventType::FulfillmentChanged,
+                EventType::StatusChanged
+            ]
+        );
+        assert_eq!(
+            plan.writes.emails.len(),
+            2,
+            "the first parcel's, then the order's delivery"
+        );
+    }
+
+    #[test]
+    fn partially_shipped_is_never_set_by_a_word() {
+        let processing = order(Processing, 2);
+        let asked = status_change(&processing, 3, json!({ "status": "partially_shipped" }));
+        let plan = decide(&[&asked], vec![processing.clone()], vec![]).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Refused]);
+        assert_eq!(status_of(&plan, &processing), Processing);
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The batch's statements: lock its orders, read the stock its commands may move, write
-//! everything [`super::plan`] decided, and move the stock.
+//! The batch's statements: lock its orders, read the stock its commands may move (and the
+//! parcels they act on), write everything [`super::plan`] decided, and move the stock.
 
 use std::collections::HashSet;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::plan::{Command, LockedOrder, ProductRow, StockLine, Writes};
+use common::domain::{FulfillmentStatus, fulfillment::ParcelLine};
+
+use super::plan::{Command, LockedOrder, Parcel, ProductRow, StockLine, Writes};
 
 /// Locks the commands' orders in id order (`NO KEY UPDATE`: the timeline and notification
 /// rows that reference them need not wait). An order that does not exist is absent.
@@ -58,7 +60,8 @@ macro_rules! stock_of_orders {
 /// Every line of the orders in `$1` with its product's stock (from `seen`).
 macro_rules! stock_lines {
     () => {
-        "SELECT i.order_id, s.id AS product_id, s.sku, i.quantity, s.stock, s.reserved
+        "SELECT i.order_id, i.id AS item_id, s.id AS product_id, s.sku, i.quantity,
+                i.quantity_shipped, i.quantity_claimed, s.stock, s.reserved
          FROM order_items i JOIN seen s ON s.id = i.product_id WHERE i.order_id = ANY($1)"
     };
 }
@@ -102,6 +105,107 @@ pub async fn read_stock(
         ),
     };
     sqlx::query_as(sql).bind(orders).fetch_all(conn).await
+}
+
+/// A parcel as stored, its lines as two arrays.
+#[derive(sqlx::FromRow)]
+struct StoredParcel {
+    id: Uuid,
+    order_id: Uuid,
+    status: FulfillmentStatus,
+    carrier: Option<String>,
+    tracking_number: String,
+    item_ids: Vec<Uuid>,
+    quantities: Vec<i32>,
+}
+
+/// The parcels of `orders` (read under the orders' locks), in the order they shipped.
+pub async fn read_parcels(conn: &mut PgConnection, orders: &[Uuid]) -> sqlx::Result<Vec<Parcel>> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<StoredParcel> = sqlx::query_as(
+        "SELECT f.id, f.order_id, f.status, f.carrier, f.tracking_number,
+                array_agg(l.order_item_id ORDER BY l.order_item_id) AS item_ids,
+                array_agg(l.quantity ORDER BY l.order_item_id) AS quantities
+         FROM fulfillments f JOIN fulfillment_lines l ON l.fulfillment_id = f.id
+         WHERE f.order_id = ANY($1)
+         GROUP BY f.id ORDER BY f.order_id, f.seq",
+    )
+    .bind(orders)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Parcel {
+            id: row.id,
+            order_id: row.order_id,
+            status: row.status,
+            carrier: row.carrier,
+            tracking_number: row.tracking_number,
+            lines: row
+                .item_ids
+                .into_iter()
+                .zip(row.quantities)
+                .map(|(item_id, quantity)| ParcelLine { item_id, quantity })
+                .collect(),
+        })
+        .collect())
+}
+
+/// Writes the batch's parcels (new ones with their lines; deliveries as a new status) and
+/// the units shipped and claimed of the lines that moved, in one statement; nothing when
+/// the batch has none (the common case costs no statement).
+pub async fn write_parcels(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()> {
+    let (parcels, items) = (&writes.parcels, &writes.items);
+    if parcels.is_empty() && items.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<_> = parcels.iter().filter(|row| row.new).collect();
+    let lines: Vec<(Uuid, &ParcelLine)> = new
+        .iter()
+        .flat_map(|row| row.parcel.lines.iter().map(|line| (row.parcel.id, line)))
+        .collect();
+    let delivered: Vec<Uuid> = parcels
+        .iter()
+        .filter(|row| !row.new && row.parcel.status == FulfillmentStatus::Delivered)
+        .map(|row| row.parcel.id)
+        .collect();
+    sqlx::query(
+        "WITH shipped AS (
+             INSERT INTO fulfillments (id, order_id, seq, status, carrier, tracking_number, created_by)
+             SELECT u.id, u.order_id, u.seq, 'shipped', u.carrier, u.tracking_number, u.created_by
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::uuid[])
+                 AS u(id, order_id, seq, carrier, tracking_number, created_by)
+             RETURNING id
+         ), lines AS (
+             INSERT INTO fulfillment_lines (fulfillment_id, order_item_id, quantity)
+             SELECT u.* FROM unnest($7::uuid[], $8::uuid[], $9::int[]) AS u(fulfillment_id, item, quantity)
+             WHERE u.fulfillment_id IN (SELECT id FROM shipped)
+         ), arrived AS (
+             UPDATE fulfillments SET status = 'delivered', delivered_at = now()
+             WHERE id = ANY($10) AND status = 'shipped'
+         )
+         UPDATE order_items i SET quantity_shipped = u.shipped, quantity_claimed = u.claimed
+         FROM unnest($11::uuid[], $12::int[], $13::int[]) AS u(id, shipped, claimed)
+         WHERE i.id = u.id",
+    )
+    .bind(new.iter().map(|row| row.parcel.id).collect::<Vec<_>>())
+    .bind(new.iter().map(|row| row.parcel.order_id).collect::<Vec<_>>())
+    .bind(new.iter().map(|row| row.seq).collect::<Vec<_>>())
+    .bind(new.iter().map(|row| row.parcel.carrier.as_deref()).collect::<Vec<_>>())
+    .bind(new.iter().map(|row| row.parcel.tracking_number.as_str()).collect::<Vec<_>>())
+    .bind(new.iter().map(|row| row.actor_id).collect::<Vec<_>>())
+    .bind(lines.iter().map(|(parcel, _)| *parcel).collect::<Vec<_>>())
+    .bind(lines.iter().map(|(_, line)| line.item_id).collect::<Vec<_>>())
+    .bind(lines.iter().map(|(_, line)| line.quantity).collect::<Vec<_>>())
+    .bind(delivered)
+    .bind(items.iter().map(|item| item.id).collect::<Vec<_>>())
+    .bind(items.iter().map(|item| item.shipped).collect::<Vec<_>>())
+    .bind(items.iter().map(|item| item.claimed).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Moves stock by the batch's deltas in one short statement, locking the products in id
@@ -163,6 +267,8 @@ pub async fn write(
         processed,
         products: _,
         calls,
+        parcels: _,
+        items: _,
     } = writes;
     if orders.is_empty() {
         return Ok(());

@@ -154,6 +154,7 @@ impl Templates {
 fn headline(status: OrderStatus) -> String {
     match status {
         OrderStatus::Confirmed => "Your order is confirmed".into(),
+        OrderStatus::PartiallyShipped => "News of your parcels".into(),
         OrderStatus::Shipped => "Your order is on its way".into(),
         OrderStatus::Delivered => "Your order was delivered".into(),
         OrderStatus::Cancelled => "Your order was cancelled".into(),

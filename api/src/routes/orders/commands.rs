@@ -1,10 +1,13 @@
-//! Status changes, cancellations and money commands: checked against the order's projected
-//! state, then queued for the workers (202) in one conditional statement. Each gets the
+//! Status changes, cancellations, money commands and parcels: checked against the order's
+//! projected state, then queued for the workers (202) in one conditional statement. Each gets the
 //! order's next sequence number, so workers apply them in the order they were accepted.
 
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
-    domain::{ActorKind, Money, OrderStatus},
+    domain::{
+        ActorKind, FulfillmentStatus, Money, OrderStatus,
+        fulfillment::{self, LineUnits, ParcelError, ParcelLine},
+    },
     events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested},
     timeline::EntryKind,
 };
@@ -47,6 +50,9 @@ pub struct CommandAccepted {
     pub requested_status: OrderStatus,
     /// Position of this command in the order's sequence.
     pub seq: i64,
+    /// The parcel the command ships or updates (`/api/orders/{id}/fulfillments/{fulfillment_id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fulfillment_id: Option<Uuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -60,6 +66,12 @@ struct CommandTarget {
     amount_authorized_minor: i64,
     amount_captured_minor: i64,
     refunds_accepted_minor: i64,
+    /// For a parcel: the order's lines, `taken` being what accepted parcels claimed.
+    #[sqlx(skip)]
+    lines: Vec<LineUnits>,
+    /// For a parcel's update: its status now, if the order has it.
+    #[sqlx(skip)]
+    parcel: Option<FulfillmentStatus>,
 }
 
 #[utoipa::path(
@@ -88,6 +100,11 @@ pub async fn change_status(
     if let Some(tracking) = &body.tracking_number {
         v.length(tracking.trim(), "tracking_number", 1, 100);
     }
+    v.check(
+        body.status != OrderStatus::PartiallyShipped,
+        "status",
+        "is set by shipping parcels (POST /api/orders/{id}/fulfillments)",
+    );
     v.finish()?;
     let queued = if body.status == OrderStatus::Cancelled {
         Queued::cancel(body.note)?
@@ -154,6 +171,20 @@ pub(super) enum Asks {
     Refund(Money),
     /// Take now what the provider holds: something must be authorised and not captured.
     Capture,
+    /// Ship a parcel: the order is being prepared or partly shipped, and each line fits
+    /// what is not claimed yet.
+    Parcel { id: Uuid, lines: Vec<ParcelLine> },
+    /// Record what became of a parcel the order has.
+    ParcelUpdate { id: Uuid, status: FulfillmentStatus },
+}
+
+impl Asks {
+    fn parcel_id(&self) -> Option<Uuid> {
+        match self {
+            Asks::Parcel { id, .. } | Asks::ParcelUpdate { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
 }
 
 impl Queued {
@@ -176,6 +207,8 @@ impl Queued {
             EventType::PaymentRecorded => "payment",
             EventType::RefundRequested => "refund",
             EventType::CaptureRequested => "capture",
+            EventType::FulfillmentRequested => "fulfillment",
+            EventType::FulfillmentUpdateRequested => "fulfillment_update",
             _ => "status_change",
         }
     }
@@ -215,7 +248,10 @@ const MAX_RACES: usize = 8;
 /// Queues a command in one statement, only if the order is still as it was read (same
 /// sequence number, not stalled): its `last_seq` is the version the check was made against.
 /// A refund (`$13`, 0 for other commands) also counts against what may still be refunded,
-/// and is not queued when that would exceed what is captured.
+/// and is not queued when that would exceed what is captured. A parcel claims its units of
+/// the order's lines (`$14`, `$15`; empty for other commands): the next parcel is checked
+/// against what is left unclaimed, and the lines' checks refuse a claim beyond a line's
+/// quantity.
 const QUEUE_COMMAND_SQL: &str = "WITH bumped AS (
          UPDATE orders SET projected_status = $2, last_seq = $3, updated_at = now(),
              refunds_accepted_minor = refunds_accepted_minor + $13
@@ -228,6 +264,10 @@ const QUEUE_COMMAND_SQL: &str = "WITH bumped AS (
      ), queued AS (
          INSERT INTO outbox (event_id, order_id, seq, routing_key, payload)
          SELECT $10, id, $3, $11, $12 FROM bumped
+     ), claimed AS (
+         UPDATE order_items i SET quantity_claimed = i.quantity_claimed + u.quantity
+         FROM unnest($14::uuid[], $15::int[]) AS u(id, quantity), bumped
+         WHERE i.id = u.id AND i.order_id = bumped.id
      )
      SELECT count(*) FROM bumped";
 
@@ -248,8 +288,12 @@ async fn write_command(
         Asks::Refund(amount) => amount.minor(),
         _ => 0,
     };
+    let claims: &[ParcelLine] = match &queued.asks {
+        Asks::Parcel { lines, .. } => lines,
+        _ => &[],
+    };
     for _ in 0..MAX_RACES {
-        let order: CommandTarget = sqlx::query_as(
+        let mut order: CommandTarget = sqlx::query_as(
             "SELECT status, projected_status, tracking_number, stalled_reason, last_seq,
                     total_amount_minor, amount_authorized_minor, amount_captured_minor,
                     refunds_accepted_minor
@@ -260,6 +304,15 @@ async fn write_command(
         .fetch_optional(&state.pool)
         .await?
         .ok_or(ApiError::NotFound(NO_ORDER))?;
+        // Read after the order: a parcel accepted since then changed its `last_seq`, so
+        // the statement below would not queue this one on stale lines.
+        match &queued.asks {
+            Asks::Parcel { .. } => order.lines = parcel_lines(state, order_id).await?,
+            Asks::ParcelUpdate { id, .. } => {
+                order.parcel = parcel_status(state, order_id, *id).await?;
+            }
+            _ => {}
+        }
         let target = check(&order, &queued.asks, user)?;
         let seq = order.last_seq + 1;
         let envelope = Envelope::new(
@@ -284,8 +337,11 @@ async fn write_command(
             .bind(envelope.event_id)
             .bind(queued.event_type.routing_key())
             .bind(body)
-            .bind(refund);
-        let answer = |state| accepted(state, order_id, &envelope, order.status, target);
+            .bind(refund)
+            .bind(claims.iter().map(|line| line.item_id).collect::<Vec<_>>())
+            .bind(claims.iter().map(|line| line.quantity).collect::<Vec<_>>());
+        let parcel = queued.asks.parcel_id();
+        let answer = |state| accepted(state, order_id, &envelope, order.status, target, parcel);
         match key {
             None => {
                 let queued: i64 = statement.fetch_one(&state.pool).await?;
@@ -309,6 +365,52 @@ async fn write_command(
         "concurrent_change",
         "Other changes to this order were accepted at the same moment; retry.",
     ))
+}
+
+/// The order's lines, with what accepted parcels claimed of them.
+async fn parcel_lines(state: &AppState, order_id: Uuid) -> ApiResult<Vec<LineUnits>> {
+    let rows: Vec<(Uuid, String, i32, i32)> = sqlx::query_as(
+        "SELECT id, product_sku, quantity, quantity_claimed FROM order_items WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(item_id, sku, quantity, taken)| LineUnits {
+            item_id,
+            sku,
+            quantity,
+            taken,
+        })
+        .collect())
+}
+
+/// The status of the order's parcel `id`, if it has one.
+async fn parcel_status(
+    state: &AppState,
+    order_id: Uuid,
+    id: Uuid,
+) -> ApiResult<Option<FulfillmentStatus>> {
+    Ok(
+        sqlx::query_scalar("SELECT status FROM fulfillments WHERE id = $1 AND order_id = $2")
+            .bind(id)
+            .bind(order_id)
+            .fetch_optional(&state.pool)
+            .await?,
+    )
+}
+
+/// A parcel that does not fit the order's lines, as the field it is wrong in.
+fn parcel_refusal(refusal: fulfillment::Refusal) -> ApiError {
+    let field = match (refusal.line, &refusal.error) {
+        (None, _) => "lines".to_owned(),
+        (Some(i), ParcelError::UnknownLine | ParcelError::Repeated) => {
+            format!("lines[{i}].item_id")
+        }
+        (Some(i), _) => format!("lines[{i}].quantity"),
+    };
+    ApiError::invalid(field, refusal.error.to_string())
 }
 
 /// Whether `user` may ask for `asks` now, judged against the order as read; the order's
@@ -370,6 +472,38 @@ fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<Or
             }
             Ok(order.projected_status)
         }
+        Asks::Parcel { ref lines, .. } => {
+            let from = order.projected_status;
+            if !from.ships_parcels() {
+                return Err(ApiError::conflict(
+                    "invalid_transition",
+                    format!("An order that is {from} ships no parcels; it must be processing."),
+                ));
+            }
+            fulfillment::check_parcel(&order.lines, lines).map_err(parcel_refusal)?;
+            let claimed: Vec<LineUnits> = order
+                .lines
+                .iter()
+                .map(|line| LineUnits {
+                    taken: line.taken
+                        + lines
+                            .iter()
+                            .filter(|p| p.item_id == line.item_id)
+                            .map(|p| p.quantity)
+                            .sum::<i32>(),
+                    ..line.clone()
+                })
+                .collect();
+            Ok(fulfillment::status_after_shipping(&claimed))
+        }
+        Asks::ParcelUpdate { status, .. } => match order.parcel {
+            None => Err(ApiError::NotFound("No such parcel on this order.")),
+            Some(now) if now == status => Err(ApiError::conflict(
+                "parcel_unchanged",
+                format!("The parcel is already {}.", now.as_str()),
+            )),
+            Some(_) => Ok(order.projected_status),
+        },
         Asks::Refund(amount) => {
             let refundable =
                 Money::from_minor(order.amount_captured_minor - order.refunds_accepted_minor);
@@ -392,6 +526,7 @@ fn accepted(
     envelope: &Envelope,
     status: OrderStatus,
     target: OrderStatus,
+    fulfillment_id: Option<Uuid>,
 ) -> (StatusCode, Json<CommandAccepted>) {
     let seq = envelope.seq;
     state.outbox_wake.notify_one();
@@ -404,6 +539,7 @@ fn accepted(
             status,
             requested_status: target,
             seq,
+            fulfillment_id,
         }),
     )
 }

@@ -1,9 +1,10 @@
 //! `/api/orders`: placing, reading, editing orders and queuing status changes,
-//! cancellations, payments and refunds for the workers, resolving stalled orders, and following orders live.
+//! cancellations, parcels, payments and refunds for the workers, resolving stalled orders, and following orders live.
 //! Another customer's order is always 404.
 
 mod commands;
 mod create;
+mod fulfillments;
 mod insert;
 mod model;
 mod payments;
@@ -41,6 +42,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(payments::record_payment, payments::payment_ledger))
         .routes(routes!(payments::refund_order))
         .routes(routes!(payments::capture_payment))
+        .routes(routes!(
+            fulfillments::create_fulfillment,
+            fulfillments::list_fulfillments
+        ))
+        .routes(routes!(fulfillments::update_fulfillment))
         .routes(routes!(stalled::redrive_order))
         .routes(routes!(stalled::skip_command))
         .routes(routes!(stream::stream_orders))

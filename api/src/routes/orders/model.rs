@@ -66,6 +66,7 @@ pub struct ItemRow {
     pub product_sku: String,
     pub product_description: Option<String>,
     pub quantity: i32,
+    pub quantity_shipped: i32,
     pub unit_price_minor: i64,
     pub total_price_minor: i64,
 }
@@ -79,6 +80,8 @@ pub struct OrderItemResponse {
     pub product_sku: String,
     pub product_description: Option<String>,
     pub quantity: i32,
+    /// Units that left in parcels (see `/api/orders/{id}/fulfillments`).
+    pub quantity_shipped: i32,
     pub unit_price: Money,
     pub total_price: Money,
 }
@@ -190,6 +193,7 @@ impl OrderResponse {
                     product_sku: item.product_sku,
                     product_description: item.product_description,
                     quantity: item.quantity,
+                    quantity_shipped: item.quantity_shipped,
                     unit_price: Money::from_minor(item.unit_price_minor),
                     total_price: Money::from_minor(item.total_price_minor),
                 })
@@ -236,7 +240,7 @@ pub async fn find_visible(
 /// The lines of several orders.
 pub(crate) const ITEMS_OF_SQL: &str =
     "SELECT id, order_id, product_id, product_name, product_sku, product_description, quantity,
-        unit_price_minor, total_price_minor
+        quantity_shipped, unit_price_minor, total_price_minor
  FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_sku COLLATE \"C\"";
 
 /// Lines of several orders at once, grouped by order.

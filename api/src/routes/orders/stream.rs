@@ -301,7 +301,9 @@ impl View {
             }
             FeedKind::Resumed => "The order is moving again.".to_owned(),
             // The worker wrote it for the customer: amounts, never a staff note.
-            FeedKind::PaymentChanged => entry.reason.clone().unwrap_or_default(),
+            FeedKind::PaymentChanged | FeedKind::FulfillmentChanged => {
+                entry.reason.clone().unwrap_or_default()
+            }
         };
         let update = OrderUpdate {
             id: entry.id,

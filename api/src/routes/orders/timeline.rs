@@ -82,8 +82,11 @@ impl StoredEntry {
                 "A command that could not be applied was skipped.".to_owned()
             }
             // Written in the customer's words by the worker.
-            (Some(EntryKind::PaymentChanged), _) => self.reason.clone().unwrap_or_default(),
+            (Some(EntryKind::PaymentChanged | EntryKind::FulfillmentChanged), _) => {
+                self.reason.clone().unwrap_or_default()
+            }
             (Some(EntryKind::PaymentRequested), _) => "Payment operation requested.".to_owned(),
+            (Some(EntryKind::FulfillmentRequested), _) => "Parcel update requested.".to_owned(),
             _ => self.kind.replace('_', " "),
         }
     }
@@ -96,6 +99,7 @@ impl StoredEntry {
                 EntryKind::Created
                     | EntryKind::StatusChanged
                     | EntryKind::PaymentChanged
+                    | EntryKind::FulfillmentChanged
                     | EntryKind::Notified
             )
         ) || self.actor_role == "customer"

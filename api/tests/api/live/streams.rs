@@ -45,10 +45,21 @@ async fn a_customer_sees_their_order_move_live_in_order_and_nothing_of_anyone_el
     app.move_order(&vendor, &order, json!({ "status": "delivered" }))
         .await;
 
+    // Shipping and delivering the order ships its one parcel and delivers it: each parcel
+    // change comes just before the status change it causes.
     let mut seen = vec![confirmed];
-    for _ in 0..3 {
-        seen.push(alices.next().await);
+    let mut parcels = Vec::new();
+    while seen.len() < 4 {
+        let update = alices.next().await;
+        if update.kind == "fulfillment_changed" {
+            parcels.push(update);
+        } else {
+            seen.push(update);
+        }
     }
+    let parcel_statuses: Vec<&str> = parcels.iter().map(|u| u.status()).collect();
+    assert_eq!(parcel_statuses, ["shipped", "delivered"]);
+    assert_eq!(parcels[0].data["tracking_number"], "TRK-9");
     let statuses: Vec<&str> = seen.iter().map(|u| u.status()).collect();
     assert_eq!(
         statuses,
@@ -69,15 +80,21 @@ async fn a_customer_sees_their_order_move_live_in_order_and_nothing_of_anyone_el
             "staff stay anonymous"
         );
     }
-    let on_the_order_stream: Vec<String> = [
-        followed.next().await,
-        followed.next().await,
-        followed.next().await,
-    ]
-    .iter()
-    .map(|u| u.status().to_owned())
-    .collect();
-    assert_eq!(on_the_order_stream, ["processing", "shipped", "delivered"]);
+    let mut on_the_order_stream = Vec::new();
+    for _ in 0..5 {
+        let update = followed.next().await;
+        on_the_order_stream.push(format!("{} {}", update.kind, update.status()));
+    }
+    assert_eq!(
+        on_the_order_stream,
+        [
+            "status_changed processing",
+            "fulfillment_changed shipped",
+            "status_changed shipped",
+            "fulfillment_changed delivered",
+            "status_changed delivered"
+        ]
+    );
 
     assert!(
         bobs.next_within(QUIET).await.is_none(),
@@ -115,34 +132,46 @@ async fn reconnecting_with_last_event_id_replays_exactly_what_was_missed(pool: P
     )
     .await;
     assert_eq!(resumed.start, confirmed.id);
-    let (processing, shipped) = (resumed.next().await, resumed.next().await);
-    assert_eq!(
-        (processing.status(), shipped.status()),
-        ("processing", "shipped")
+    let (processing, parcel, shipped) = (
+        resumed.next().await,
+        resumed.next().await,
+        resumed.next().await,
     );
-    assert!(confirmed.id < processing.id && processing.id < shipped.id);
+    assert_eq!(
+        (processing.status(), parcel.kind.as_str(), shipped.status()),
+        ("processing", "fulfillment_changed", "shipped")
+    );
+    assert!(confirmed.id < processing.id && processing.id < parcel.id && parcel.id < shipped.id);
     assert!(
         resumed.next_within(QUIET).await.is_none(),
         "nothing twice, nothing more"
     );
     app.move_order(&vendor, &order, json!({ "status": "delivered" }))
         .await;
-    let delivered = resumed.next().await;
-    assert_eq!(delivered.status(), "delivered");
-    assert!(delivered.id > shipped.id, "then live, after the replay");
+    let (arrived, delivered) = (resumed.next().await, resumed.next().await);
+    assert_eq!(
+        (arrived.kind.as_str(), delivered.status()),
+        ("fulfillment_changed", "delivered")
+    );
+    assert!(arrived.id > shipped.id, "then live, after the replay");
 
     // A customer's replay reads their own orders only, the same events.
     let mut alices =
         LiveStream::open(&app, "/api/orders/stream", &alice.token, Some(confirmed.id)).await;
-    let replayed: Vec<i64> = [
-        alices.next().await,
-        alices.next().await,
-        alices.next().await,
-    ]
-    .iter()
-    .map(|u| u.id)
-    .collect();
-    assert_eq!(replayed, [processing.id, shipped.id, delivered.id]);
+    let mut replayed = Vec::new();
+    for _ in 0..5 {
+        replayed.push(alices.next().await.id);
+    }
+    assert_eq!(
+        replayed,
+        [
+            processing.id,
+            parcel.id,
+            shipped.id,
+            arrived.id,
+            delivered.id
+        ]
+    );
 
     // `?since=` does the same for clients that cannot set the header.
     let mut again = LiveStream::open(
@@ -152,6 +181,7 @@ async fn reconnecting_with_last_event_id_replays_exactly_what_was_missed(pool: P
         None,
     )
     .await;
+    assert_eq!(again.next().await.id, arrived.id);
     assert_eq!(again.next().await.id, delivered.id);
 }
 

@@ -129,7 +129,7 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_it_returns(pool: PgPo
         Duration::from_secs(10),
         || async {
             let log = shop.deliveries(&endpoint, "?status=pending").await;
-            log["total"] == 5
+            log["total"] == 7
                 && log["items"]
                     .as_array()
                     .expect("items")
@@ -150,7 +150,7 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_it_returns(pool: PgPo
     );
 
     let receiver = Receiver::start_on(port, &[]).await;
-    shop.wait_for_deliveries(&endpoint, "succeeded", 5).await;
+    shop.wait_for_deliveries(&endpoint, "succeeded", 7).await;
     let received = receiver.received();
     let mut types: Vec<(i64, String)> = received
         .iter()
@@ -168,7 +168,9 @@ async fn a_receiver_down_for_a_while_gets_every_event_once_it_returns(pool: PgPo
         (1, "order.created"),
         (1, "order.status_changed"),
         (2, "order.status_changed"),
+        (3, "order.fulfillment_created"),
         (3, "order.status_changed"),
+        (4, "order.fulfillment_delivered"),
         (4, "order.status_changed"),
     ]
     .iter()

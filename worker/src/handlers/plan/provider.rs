@@ -15,7 +15,7 @@ use common::{
 };
 use uuid::Uuid;
 
-use super::{Change, LockedOrder, StockBook, Writes, attempt, money_refusal, settle};
+use super::{Change, LockedOrder, StockBook, Writes, attempt, settle, standing_refusal};
 
 fn call(order: &LockedOrder, kind: &'static str, amount_minor: i64, key: String) -> super::CallRow {
     super::CallRow {
@@ -68,7 +68,7 @@ pub(super) fn capture_now(order: &LockedOrder, cause: &Envelope, writes: &mut Wr
         let reason = "nothing_to_capture: no authorised payment is held".to_owned();
         writes
             .entries
-            .push(money_refusal(order, cause, &cause.actor, reason));
+            .push(standing_refusal(order, cause, &cause.actor, reason));
         return false;
     }
     let key = format!("orderflow-{}-capture", cause.event_id);
@@ -105,7 +105,7 @@ pub(super) fn observe(
         let reason = format!("refund_refused: {}", observed.source);
         writes
             .entries
-            .push(money_refusal(order, cause, &Actor::system(), reason));
+            .push(standing_refusal(order, cause, &Actor::system(), reason));
     }
     let mut applied = false;
     for item in &observed.operations {
@@ -258,7 +258,15 @@ mod tests {
         );
         let command = Command::decode(&envelope).expect("a command");
         let before = order.clone();
-        let decided = plan(&[command], vec![order], Vec::new(), known.clone(), true).expect("plan");
+        let decided = plan(
+            &[command],
+            vec![order],
+            Vec::new(),
+            Vec::new(),
+            known.clone(),
+            true,
+        )
+        .expect("plan");
         for row in &decided.writes.ledger {
             assert!(
                 known.insert(row.provider_reference.clone()),
