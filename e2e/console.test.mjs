@@ -88,19 +88,31 @@ try {
   await vendor.screenshot({ path: `${shots}/vendor-board.png`, fullPage: true });
   await card().getByRole("button", { name: "Start processing" }).click();
   await vendor.getByRole("region", { name: "processing" }).getByRole("link", { name: `Order ${short}` }).waitFor(WAIT);
-  await card().getByLabel(`Tracking number for ${short}`).fill(tracking);
-  await card().getByRole("button", { name: "Mark shipped" }).click();
-  await vendor.getByRole("region", { name: "shipped" }).getByRole("link", { name: `Order ${short}` }).waitFor(WAIT);
 
-  // The customer's page follows, without a reload.
-  await customer.locator('[data-field="status"]').filter({ hasText: "shipped" }).waitFor(WAIT);
+  // On the order's page the vendor ships one of the two units in a first parcel, then the
+  // rest; the customer's page follows each parcel, without a reload.
+  await card().getByRole("link", { name: `Order ${short}` }).click();
+  await vendor.getByRole("heading", { name: `Order ${short}` }).waitFor(WAIT);
+  const parcelForm = vendor.getByRole("form", { name: "Ship a parcel" });
+  await parcelForm.getByLabel(`${env("PRODUCT_NAME")} (2 left)`).fill("1");
+  await parcelForm.getByLabel("Carrier").fill("DHL");
+  await parcelForm.getByLabel("Parcel tracking number").fill(`${tracking}-A`);
+  await parcelForm.getByRole("button", { name: "Ship parcel" }).click();
+  await vendor.locator('[data-field="status"]').filter({ hasText: "partially shipped" }).waitFor(WAIT);
+  await customer.locator("[data-parcel]").filter({ hasText: `${tracking}-A` }).waitFor(WAIT);
+  await vendor.getByLabel(`Tracking number for ${short}`).fill(tracking);
+  await vendor.getByRole("button", { name: "Ship the rest" }).click();
+  await vendor.locator('[data-field="status"]').filter({ hasText: /^shipped/ }).waitFor(WAIT);
+  await customer.locator('[data-field="status"]').filter({ hasText: /^shipped/ }).waitFor(WAIT);
   await customer.locator('[data-field="tracking"]').filter({ hasText: tracking }).waitFor(WAIT);
+  await customer.locator("[data-parcel]").filter({ hasText: tracking }).nth(1).waitFor(WAIT);
   for (const [name, page] of [["vendor", vendor], ["customer", customer]]) {
     if (!(await page.evaluate(() => window.neverReloaded === true))) failures.push(`the ${name}'s page was reloaded`);
   }
   await audit(customer, "customer order page");
   await customer.screenshot({ path: `${shots}/customer-order.png`, fullPage: true });
-  await vendor.screenshot({ path: `${shots}/vendor-board-shipped.png`, fullPage: true });
+  await audit(vendor, "staff order page with parcels");
+  await vendor.screenshot({ path: `${shots}/vendor-order-shipped.png`, fullPage: true });
 
   // The customer's list follows too: delivered, without a reload.
   await customer.getByRole("link", { name: "My orders" }).click();
@@ -108,14 +120,12 @@ try {
   await live(customer);
   const row = customer.getByRole("row").filter({ has: customer.getByRole("link", { name: short }) });
   await row.getByText("shipped").waitFor(WAIT);
-  await card().getByRole("button", { name: "Mark delivered" }).click();
+  await vendor.getByRole("button", { name: "Mark delivered", exact: true }).click();
   await row.getByText("delivered").waitFor(WAIT);
   await audit(customer, "my orders");
   if (!(await customer.evaluate(() => window.neverReloaded === true))) failures.push("the customer's page was reloaded");
 
   // Cash on delivery: the vendor records it on the order's page, then refunds it in full.
-  await card().getByRole("link", { name: `Order ${short}` }).click();
-  await vendor.getByRole("heading", { name: `Order ${short}` }).waitFor(WAIT);
   await vendor.getByRole("button", { name: "Record payment" }).click();
   await vendor.locator('[data-field="payment"]').filter({ hasText: /^paid/ }).waitFor(WAIT);
   await audit(vendor, "staff order page");

@@ -105,9 +105,16 @@ pub async fn create_fulfillment(
     let queued = Queued {
         kind: EntryKind::FulfillmentRequested,
         event_type: EventType::FulfillmentRequested,
-        reason: Some(match &body.note {
-            Some(note) => format!("parcel {tracking_number} with {units} units: {note}"),
-            None => format!("parcel {tracking_number} with {units} units"),
+        reason: Some({
+            let units = if units == 1 {
+                "1 unit".to_owned()
+            } else {
+                format!("{units} units")
+            };
+            match &body.note {
+                Some(note) => format!("parcel {tracking_number} with {units}: {note}"),
+                None => format!("parcel {tracking_number} with {units}"),
+            }
         }),
         asks: Asks::Parcel {
             id: fulfillment_id,

@@ -86,7 +86,7 @@ impl StoredEntry {
                 self.reason.clone().unwrap_or_default()
             }
             (Some(EntryKind::PaymentRequested), _) => "Payment operation requested.".to_owned(),
-            (Some(EntryKind::FulfillmentRequested), _) => "Parcel update requested.".to_owned(),
+            (Some(EntryKind::FulfillmentRequested), _) => "Parcel change requested.".to_owned(),
             _ => self.kind.replace('_', " "),
         }
     }
