@@ -289,6 +289,143 @@ async fn back_to_back_changes_for_200_orders_apply_in_order(pool: PgPool) {
     eprintln!("fault 3: 600 back-to-back changes for 200 orders applied in order in {elapsed:?}");
 }
 
+/// Scenario 3b: 300 orders of 3 units each shipped in two parcels (1 unit, then 2) while
+/// worker processes are killed with SIGKILL every half second: every unit ships exactly
+/// once, every parcel exists once, stock is exact.
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn parcels_shipped_while_workers_are_killed_ship_every_unit_exactly_once(pool: PgPool) {
+    const ORDERS: usize = 300;
+    let app = TestApp::spawn_with_broker(pool.clone()).await;
+    let vendor = app.user(Role::Vendor, "boss").await;
+    let alice = shop(&app, 1000).await;
+    let log = worker_log(&app);
+    let mut workers: Vec<Option<WorkerProcess>> = (0..2)
+        .map(|_| Some(WorkerProcess::start(&app, &pool, &log)))
+        .collect();
+    let orders: Vec<(String, String)> = stream::iter(0..ORDERS)
+        .map(|_| async {
+            let body = order_body(&[("BULK", 3)]);
+            let response = app.post("/api/orders", Some(&alice.token), body).await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let order: Value = response.json().await.expect("json");
+            let id = order["id"].as_str().expect("id").to_owned();
+            (
+                id,
+                order["items"][0]["id"].as_str().expect("item").to_owned(),
+            )
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    wait_until_none_pending(&pool, Duration::from_secs(60)).await;
+
+    let shipping_done = AtomicBool::new(false);
+    let kills = AtomicUsize::new(0);
+    let started = Instant::now();
+    let shipping = async {
+        stream::iter(&orders)
+            .for_each_concurrent(16, |(id, item)| {
+                let (app, vendor) = (&app, &vendor);
+                async move {
+                    let status = format!("/api/orders/{id}/status");
+                    let response = app
+                        .patch(&status, &vendor.token, json!({ "status": "processing" }))
+                        .await;
+                    assert_eq!(response.status(), StatusCode::ACCEPTED);
+                    let parcels = format!("/api/orders/{id}/fulfillments");
+                    for (quantity, tracking) in [(1, "P-1"), (2, "P-2")] {
+                        let body = json!({
+                            "lines": [{ "item_id": item, "quantity": quantity }],
+                            "tracking_number": tracking,
+                        });
+                        let response = app.post(&parcels, Some(&vendor.token), body).await;
+                        assert_eq!(response.status(), StatusCode::ACCEPTED);
+                    }
+                }
+            })
+            .await;
+        shipping_done.store(true, Ordering::SeqCst);
+    };
+    let killing = async {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (kills.load(Ordering::SeqCst) < 5 || !shipping_done.load(Ordering::SeqCst))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let victim = kills.load(Ordering::SeqCst) % workers.len();
+            if let Some(worker) = workers[victim].take() {
+                worker.kill_hard().await;
+            }
+            workers[victim] = Some(WorkerProcess::start(&app, &pool, &log));
+            kills.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    tokio::join!(shipping, killing);
+    wait_until("every order shipped", Duration::from_secs(120), || async {
+        scalar(
+            &pool,
+            "SELECT count(*) FROM orders WHERE status <> 'shipped'",
+        )
+        .await
+            == 0
+    })
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM order_events WHERE kind = 'rejected'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        scalar(&pool, "SELECT count(*) FROM fulfillments").await,
+        2 * ORDERS as i64
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM order_items WHERE quantity_shipped <> 3 OR quantity_claimed <> 3"
+        )
+        .await,
+        0,
+        "every unit shipped once"
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM (SELECT i.id FROM order_items i JOIN fulfillment_lines l
+                 ON l.order_item_id = i.id GROUP BY i.id HAVING sum(l.quantity) <> 3) wrong"
+        )
+        .await,
+        0,
+        "the parcels of each line add up to it"
+    );
+    let paths = scalar(
+        &pool,
+        "SELECT count(*) FROM (
+             SELECT order_id, array_agg(to_status::text ORDER BY created_at, id) AS path
+             FROM order_events WHERE kind = 'status_changed' GROUP BY order_id
+         ) t WHERE path <> ARRAY['confirmed', 'processing', 'partially_shipped', 'shipped']",
+    )
+    .await;
+    assert_eq!(
+        paths, 0,
+        "every order went through partially_shipped once, in order"
+    );
+    assert_eq!(app.stock_of("BULK").await, (1000 - 3 * ORDERS as i32, 0));
+    let seen = WorkerLog::read(&log);
+    let _ = std::fs::remove_file(&log);
+    eprintln!(
+        "fault 3b: {ORDERS} orders in 2 parcels each, {} SIGKILLs, {} redeliveries seen, {} \
+         duplicates dropped; every unit shipped once in {elapsed:?}",
+        kills.load(Ordering::SeqCst),
+        seen.redelivered,
+        seen.duplicates
+    );
+}
+
 /// Publishes, as message `ghost-1`, an `order.created` for an order that does not exist.
 async fn publish_ghost(app: &TestApp) {
     let ghost = Envelope::new(
