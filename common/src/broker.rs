@@ -202,6 +202,7 @@ impl Topology {
             EventType::StatusChanged,
             EventType::PaymentChanged,
             EventType::FulfillmentChanged,
+            EventType::UnitsCancelled,
         ] {
             bind(
                 channel,

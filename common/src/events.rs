@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    ActorKind, FulfillmentStatus, Money, OrderStatus, PaymentStatus, fulfillment::ParcelLine,
+    ActorKind, FulfillmentStatus, Money, OrderStatus, PaymentStatus, fulfillment::LineQuantity,
 };
 
 /// What happened or is asked for; also the AMQP routing key.
@@ -52,11 +52,17 @@ pub enum EventType {
     /// A parcel shipped or arrived (a fact for integrators).
     #[serde(rename = "order.fulfillment_changed")]
     FulfillmentChanged,
+    /// Staff or the customer asked to cancel some units of some lines.
+    #[serde(rename = "order.units_cancel_requested")]
+    UnitsCancelRequested,
+    /// Units were cancelled; the order's total shrank (a fact for integrators).
+    #[serde(rename = "order.units_cancelled")]
+    UnitsCancelled,
 }
 
 impl EventType {
     /// Every type this version knows.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 15] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
@@ -70,10 +76,12 @@ impl EventType {
         EventType::FulfillmentRequested,
         EventType::FulfillmentUpdateRequested,
         EventType::FulfillmentChanged,
+        EventType::UnitsCancelRequested,
+        EventType::UnitsCancelled,
     ];
 
     /// The types the worker consumes, each applied in `seq` order per order.
-    pub const COMMANDS: [EventType; 9] = [
+    pub const COMMANDS: [EventType; 10] = [
         EventType::OrderCreated,
         EventType::StatusChangeRequested,
         EventType::CancelRequested,
@@ -83,6 +91,7 @@ impl EventType {
         EventType::PaymentObserved,
         EventType::FulfillmentRequested,
         EventType::FulfillmentUpdateRequested,
+        EventType::UnitsCancelRequested,
     ];
 
     pub fn routing_key(self) -> &'static str {
@@ -100,6 +109,8 @@ impl EventType {
             EventType::FulfillmentRequested => "order.fulfillment_requested",
             EventType::FulfillmentUpdateRequested => "order.fulfillment_update_requested",
             EventType::FulfillmentChanged => "order.fulfillment_changed",
+            EventType::UnitsCancelRequested => "order.units_cancel_requested",
+            EventType::UnitsCancelled => "order.units_cancelled",
         }
     }
 
@@ -338,7 +349,7 @@ pub struct PaymentChanged {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FulfillmentRequested {
     pub fulfillment_id: Uuid,
-    pub lines: Vec<ParcelLine>,
+    pub lines: Vec<LineQuantity>,
     pub carrier: Option<String>,
     pub tracking_number: String,
     pub note: Option<String>,
@@ -360,7 +371,32 @@ pub struct FulfillmentChanged {
     pub status: FulfillmentStatus,
     pub carrier: Option<String>,
     pub tracking_number: String,
-    pub lines: Vec<ParcelLine>,
+    pub lines: Vec<LineQuantity>,
+    pub customer_id: Uuid,
+    pub order_status: OrderStatus,
+    /// What happened, in words meant for the customer.
+    pub message: String,
+    /// The change's number in the live order feed, set as it is announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_id: Option<i64>,
+}
+
+/// Payload of `order.units_cancel_requested`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitsCancelRequested {
+    pub lines: Vec<LineQuantity>,
+    pub reason: Option<String>,
+}
+
+/// Payload of `order.units_cancelled`: the units cancelled and the order's money after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitsCancelled {
+    pub lines: Vec<LineQuantity>,
+    /// The order's total now.
+    pub total_amount: Money,
+    /// What of an authorisation was given up (held beyond the new total).
+    pub amount_released: Money,
+    pub currency: String,
     pub customer_id: Uuid,
     pub order_status: OrderStatus,
     /// What happened, in words meant for the customer.

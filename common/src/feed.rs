@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::{
     domain::OrderStatus,
     events::{
-        Actor, Envelope, EventType, FulfillmentChanged, PaymentChanged, StallChanged, StatusChanged,
+        Actor, Envelope, EventType, FulfillmentChanged, PaymentChanged, StallChanged,
+        StatusChanged, UnitsCancelled,
     },
 };
 
@@ -38,6 +39,8 @@ pub enum FeedKind {
     PaymentChanged,
     /// A parcel shipped or arrived (its `reason` is the customer's sentence).
     FulfillmentChanged,
+    /// Units were cancelled (its `reason` is the customer's sentence).
+    UnitsCancelled,
 }
 
 impl FeedKind {
@@ -48,6 +51,7 @@ impl FeedKind {
             FeedKind::Resumed => "resumed",
             FeedKind::PaymentChanged => "payment_changed",
             FeedKind::FulfillmentChanged => "fulfillment_changed",
+            FeedKind::UnitsCancelled => "units_cancelled",
         }
     }
 
@@ -139,6 +143,18 @@ fn describe(envelope: &Envelope) -> Option<(FeedEntry, Option<i64>)> {
                     Some(parcel.message),
                     parcel.customer_id,
                     parcel.feed_id,
+                )
+            }
+            EventType::UnitsCancelled => {
+                let cancelled = UnitsCancelled::deserialize(&envelope.payload).ok()?;
+                (
+                    FeedKind::UnitsCancelled,
+                    None,
+                    cancelled.order_status,
+                    None,
+                    Some(cancelled.message),
+                    cancelled.customer_id,
+                    cancelled.feed_id,
                 )
             }
             _ => return None,

@@ -380,6 +380,14 @@ mod tests {
             ]
         );
         assert_eq!(
+            kinds(&intent("succeeded", 0, 2500).implied(false)),
+            [
+                ("authorization", 5000, "pi_1:authorization"),
+                ("capture", 2500, "pi_1:capture")
+            ],
+            "a partial capture (what shipped of a smaller total) takes only what it captured"
+        );
+        assert_eq!(
             kinds(&intent("canceled", 0, 0).implied(false)),
             [("void", 0, "pi_1:void")]
         );

@@ -25,10 +25,12 @@ pub enum EntryKind {
     FulfillmentRequested,
     /// A parcel shipped or arrived.
     FulfillmentChanged,
+    /// Units of some lines were cancelled.
+    UnitsCancelled,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 11] = [
+    pub const ALL: [EntryKind; 12] = [
         EntryKind::Created,
         EntryKind::StatusChangeRequested,
         EntryKind::CancelRequested,
@@ -40,6 +42,7 @@ impl EntryKind {
         EntryKind::PaymentChanged,
         EntryKind::FulfillmentRequested,
         EntryKind::FulfillmentChanged,
+        EntryKind::UnitsCancelled,
     ];
 
     /// The kind a stored `order_events.kind` names.
@@ -60,6 +63,7 @@ impl EntryKind {
             EntryKind::PaymentChanged => "payment_changed",
             EntryKind::FulfillmentRequested => "fulfillment_requested",
             EntryKind::FulfillmentChanged => "fulfillment_changed",
+            EntryKind::UnitsCancelled => "units_cancelled",
         }
     }
 }

@@ -180,6 +180,7 @@ impl Hub {
             EventType::StallChanged,
             EventType::PaymentChanged,
             EventType::FulfillmentChanged,
+            EventType::UnitsCancelled,
         ] {
             channel
                 .queue_bind(

@@ -151,6 +151,12 @@ const OPERATIONS: &[(&str, &str, Access, Option<&str>)] = &[
     ),
     ("GET", "/api/orders/{id}/fulfillments", Owner, None),
     (
+        "POST",
+        "/api/orders/{id}/cancellations",
+        Owner,
+        Some(r#"{"lines":[{"item_id":"01936f0e-0000-7000-8000-000000000001","quantity":1}]}"#),
+    ),
+    (
         "PATCH",
         "/api/orders/{id}/fulfillments/{fulfillment_id}",
         Staff,

@@ -73,6 +73,7 @@ async fn the_openapi_document_lists_every_route_and_the_bearer_scheme(pool: PgPo
         ("/api/orders/{id}/fulfillments", "get"),
         ("/api/orders/{id}/fulfillments", "post"),
         ("/api/orders/{id}/fulfillments/{fulfillment_id}", "patch"),
+        ("/api/orders/{id}/cancellations", "post"),
         ("/api/payments/stripe/webhook", "post"),
         ("/health", "get"),
         ("/health/ready", "get"),

@@ -367,3 +367,138 @@ async fn a_parcel_command_delivered_three_times_ships_one_parcel(pool: PgPool) {
     assert_eq!(counts, (1, 1, 2));
     assert_eq!(app.stock_of("LAMP").await, (7, 1));
 }
+
+#[sqlx::test(migrator = "common::db::MIGRATOR")]
+async fn cancelled_units_go_back_on_sale_shrink_the_total_and_the_rest_ships(pool: PgPool) {
+    let shop = shop(&pool, &[]).await;
+    let receiver = Receiver::start(&[]).await;
+    shop.endpoint(&receiver.url, &["order.units_cancelled"])
+        .await;
+    let (app, vendor, alice) = (&shop.app, &shop.vendor, &shop.alice);
+    app.product(vendor, "BULB", "10.00", 20).await;
+    let (order, lamp, bulb) = processing_order(app, vendor, alice).await; // 3 × 40 + 2 × 10
+    let path = format!("/api/orders/{order}/cancellations");
+    let cancel = |lines: &[(&str, i32)]| {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(item, quantity)| json!({ "item_id": item, "quantity": quantity }))
+            .collect();
+        json!({ "lines": lines, "reason": "out of the colour" })
+    };
+
+    // The customer's time to change their mind is over once the order is being prepared.
+    let late = app
+        .post(&path, Some(&alice.token), cancel(&[(&lamp, 1)]))
+        .await;
+    assert_problem(late, StatusCode::CONFLICT).await;
+    let too_many = refused(
+        app,
+        vendor,
+        &path,
+        cancel(&[(&bulb, 3)]),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(too_many["errors"][0]["field"], "lines[0].quantity");
+
+    let response = app
+        .post(&path, Some(&vendor.token), cancel(&[(&lamp, 1)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    wait_until(
+        "the total shrank",
+        std::time::Duration::from_secs(20),
+        || async {
+            let order: Value = app
+                .get(&format!("/api/orders/{order}"), &alice.token)
+                .await
+                .json()
+                .await
+                .expect("order");
+            order["total_amount"] == "100.00"
+        },
+    )
+    .await;
+    assert_eq!(
+        app.stock_of("LAMP").await,
+        (48, 2),
+        "the cancelled lamp is on sale again"
+    );
+    // What is cancelled cannot ship: 2 lamps are left.
+    let over = refused(
+        app,
+        vendor,
+        &format!("/api/orders/{order}/fulfillments"),
+        parcel(&[(&lamp, 3)], "T"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        over["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only 2 of LAMP"))
+    );
+    ship(app, vendor, &order, parcel(&[(&lamp, 2)], "TRK-1")).await;
+    app.wait_for_status(&alice.token, &order, "partially_shipped")
+        .await;
+    // Cancelling the last units ships the order: everything left has left.
+    let response = app
+        .post(&path, Some(&vendor.token), cancel(&[(&bulb, 2)]))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let shipped = app.wait_for_status(&alice.token, &order, "shipped").await;
+    assert_eq!(shipped["total_amount"], "80.00");
+    let cancelled: Vec<i64> = shipped["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["quantity_cancelled"].as_i64().expect("cancelled"))
+        .collect();
+    assert_eq!(cancelled.iter().sum::<i64>(), 3);
+    assert_eq!(app.stock_of("BULB").await, (20, 0));
+
+    // Money taken beyond what the order would come to must be refunded first.
+    let (paid, paid_lamp, _) = processing_order(app, vendor, alice).await;
+    let receipt = json!({ "amount": "140.00" });
+    let response = app
+        .post(
+            &format!("/api/orders/{paid}/payments"),
+            Some(&vendor.token),
+            receipt,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    wait_until(
+        "the payment is recorded",
+        std::time::Duration::from_secs(20),
+        || async {
+            let order: Value = app
+                .get(&format!("/api/orders/{paid}"), &vendor.token)
+                .await
+                .json()
+                .await
+                .expect("order");
+            order["payment"]["status"] == "paid"
+        },
+    )
+    .await;
+    let response = app
+        .post(
+            &format!("/api/orders/{paid}/cancellations"),
+            Some(&vendor.token),
+            cancel(&[(&paid_lamp, 1)]),
+        )
+        .await;
+    let problem = assert_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(problem["code"], "captured_exceeds_total");
+
+    wait_until(
+        "two webhooks",
+        std::time::Duration::from_secs(20),
+        || async { receiver.received().len() >= 2 },
+    )
+    .await;
+    let first = receiver.received()[0].json();
+    assert_eq!(first["type"], "order.units_cancelled");
+    assert_eq!(first["payload"]["total_amount"], "100.00");
+}

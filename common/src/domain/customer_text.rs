@@ -66,6 +66,22 @@ pub fn parcel_sentence(status: FulfillmentStatus, units: i32, tracking_number: &
     }
 }
 
+/// The customer-facing sentence for `units` items cancelled from their order, which now
+/// comes to `total` in `currency`.
+pub fn units_cancelled_sentence(units: i32, total: Money, currency: &str) -> String {
+    let items = if units == 1 {
+        "1 item was"
+    } else {
+        "items were"
+    };
+    let count = if units == 1 {
+        String::new()
+    } else {
+        format!("{units} ")
+    };
+    format!("{count}{items} cancelled from your order; it now comes to {total} {currency}.")
+}
+
 /// Who acted, as a customer may know it: staff members stay anonymous.
 pub fn actor_label(actor_role: &str) -> &'static str {
     match actor_role {

@@ -1,9 +1,9 @@
 //! Fulfilments as pure functions: which units of which lines a parcel may carry, and what
 //! the order's status comes to as parcels ship and arrive.
 //!
-//! A line's units are each shipped once: a parcel carries at most what is left of a line
-//! (its quantity less what shipped, or, when the api checks a request, less what earlier
-//! accepted requests claimed). An order ships in parcels while it is `processing` or
+//! A line's units are each shipped or cancelled once: a parcel (or a cancellation) takes at
+//! most what is left of a line (its quantity less what shipped and was cancelled, or, when
+//! the api checks a request, less what earlier accepted requests claimed). An order ships in parcels while it is `processing` or
 //! `partially_shipped`; it is `partially_shipped` until no unit is left, then `shipped`,
 //! and `delivered` once every parcel is.
 
@@ -50,19 +50,19 @@ impl LineUnits {
     }
 }
 
-/// Some units of one line, in a parcel.
+/// Some units of one order line: in a parcel, or cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ParcelLine {
+pub struct LineQuantity {
     /// The order line (`items[].id`).
     pub item_id: Uuid,
     #[schema(minimum = 1)]
     pub quantity: i32,
 }
 
-/// Why a parcel cannot be made as asked.
+/// Why units cannot be shipped (or cancelled) as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParcelError {
-    #[error("a parcel carries at least one line")]
+pub enum UnitsError {
+    #[error("must name at least one line")]
     Empty,
     #[error("is not a line of this order")]
     UnknownLine,
@@ -74,25 +74,25 @@ pub enum ParcelError {
     Exceeds { sku: String, remaining: i32 },
 }
 
-impl ParcelError {
+impl UnitsError {
     /// A short machine-readable reason, stored in the timeline.
     pub fn code(&self) -> &'static str {
         match self {
-            ParcelError::Empty => "nothing_to_ship",
-            ParcelError::UnknownLine => "unknown_line",
-            ParcelError::Repeated => "repeated_line",
-            ParcelError::NotPositive => "invalid_quantity",
-            ParcelError::Exceeds { .. } => "exceeds_remaining",
+            UnitsError::Empty => "nothing_to_ship",
+            UnitsError::UnknownLine => "unknown_line",
+            UnitsError::Repeated => "repeated_line",
+            UnitsError::NotPositive => "invalid_quantity",
+            UnitsError::Exceeds { .. } => "exceeds_remaining",
         }
     }
 }
 
-/// A parcel refused, and the position in the request of the line it is refused for (`None`
+/// Units refused, and the position in the request of the line it is refused for (`None`
 /// for the request as a whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub line: Option<usize>,
-    pub error: ParcelError,
+    pub error: UnitsError,
 }
 
 impl std::fmt::Display for Refusal {
@@ -104,13 +104,13 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Checks that `parcel` can ship from `lines`: each of its lines is one of the order's,
-/// named once, with between 1 and what remains of it.
-pub fn check_parcel(lines: &[LineUnits], parcel: &[ParcelLine]) -> Result<(), Refusal> {
+/// Checks that `parcel` can ship (or be cancelled) from `lines`: each of its lines is one
+/// of the order's, named once, with between 1 and what remains of it.
+pub fn check_units(lines: &[LineUnits], parcel: &[LineQuantity]) -> Result<(), Refusal> {
     if parcel.is_empty() {
         return Err(Refusal {
             line: None,
-            error: ParcelError::Empty,
+            error: UnitsError::Empty,
         });
     }
     for (i, asked) in parcel.iter().enumerate() {
@@ -121,16 +121,16 @@ pub fn check_parcel(lines: &[LineUnits], parcel: &[ParcelLine]) -> Result<(), Re
             })
         };
         let Some(line) = lines.iter().find(|line| line.item_id == asked.item_id) else {
-            return refuse(ParcelError::UnknownLine);
+            return refuse(UnitsError::UnknownLine);
         };
         if parcel[..i].iter().any(|p| p.item_id == asked.item_id) {
-            return refuse(ParcelError::Repeated);
+            return refuse(UnitsError::Repeated);
         }
         if asked.quantity < 1 {
-            return refuse(ParcelError::NotPositive);
+            return refuse(UnitsError::NotPositive);
         }
         if asked.quantity > line.remaining() {
-            return refuse(ParcelError::Exceeds {
+            return refuse(UnitsError::Exceeds {
                 sku: line.sku.clone(),
                 remaining: line.remaining(),
             });
@@ -170,8 +170,8 @@ mod tests {
         }
     }
 
-    fn take(line: &LineUnits, quantity: i32) -> ParcelLine {
-        ParcelLine {
+    fn take(line: &LineUnits, quantity: i32) -> LineQuantity {
+        LineQuantity {
             item_id: line.item_id,
             quantity,
         }
@@ -180,18 +180,18 @@ mod tests {
     #[test]
     fn a_parcel_carries_between_one_unit_and_what_remains_of_each_line() {
         let lines = [line(3, 1), line(2, 0)];
-        assert_eq!(check_parcel(&lines, &[take(&lines[0], 2)]), Ok(()));
+        assert_eq!(check_units(&lines, &[take(&lines[0], 2)]), Ok(()));
         assert_eq!(
-            check_parcel(&lines, &[take(&lines[0], 2), take(&lines[1], 2)]),
+            check_units(&lines, &[take(&lines[0], 2), take(&lines[1], 2)]),
             Ok(())
         );
-        let over = check_parcel(&lines, &[take(&lines[1], 1), take(&lines[0], 3)]).unwrap_err();
+        let over = check_units(&lines, &[take(&lines[1], 1), take(&lines[0], 3)]).unwrap_err();
         assert_eq!(over.line, Some(1));
         assert_eq!(over.error.code(), "exceeds_remaining");
         assert_eq!(over.to_string(), "lines[1]: only 2 of SKU-A remain to ship");
         for quantity in [0, -1] {
-            let refused = check_parcel(&lines, &[take(&lines[0], quantity)]).unwrap_err();
-            assert_eq!(refused.error, ParcelError::NotPositive);
+            let refused = check_units(&lines, &[take(&lines[0], quantity)]).unwrap_err();
+            assert_eq!(refused.error, UnitsError::NotPositive);
         }
     }
 
@@ -199,28 +199,28 @@ mod tests {
     fn empty_unknown_and_repeated_lines_are_refused() {
         let lines = [line(3, 0)];
         assert_eq!(
-            check_parcel(&lines, &[]).unwrap_err().error,
-            ParcelError::Empty
+            check_units(&lines, &[]).unwrap_err().error,
+            UnitsError::Empty
         );
         let stranger = line(1, 0);
         assert_eq!(
-            check_parcel(&lines, &[take(&stranger, 1)]).unwrap_err(),
+            check_units(&lines, &[take(&stranger, 1)]).unwrap_err(),
             Refusal {
                 line: Some(0),
-                error: ParcelError::UnknownLine
+                error: UnitsError::UnknownLine
             }
         );
-        let twice = check_parcel(&lines, &[take(&lines[0], 1), take(&lines[0], 1)]);
-        assert_eq!(twice.unwrap_err().error, ParcelError::Repeated);
+        let twice = check_units(&lines, &[take(&lines[0], 1), take(&lines[0], 1)]);
+        assert_eq!(twice.unwrap_err().error, UnitsError::Repeated);
     }
 
     #[test]
     fn a_fully_shipped_line_takes_no_more() {
         let lines = [line(2, 2)];
-        let refused = check_parcel(&lines, &[take(&lines[0], 1)]).unwrap_err();
+        let refused = check_units(&lines, &[take(&lines[0], 1)]).unwrap_err();
         assert_eq!(
             refused.error,
-            ParcelError::Exceeds {
+            UnitsError::Exceeds {
                 sku: "SKU-A".into(),
                 remaining: 0
             }

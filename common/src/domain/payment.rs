@@ -126,6 +126,8 @@ pub enum PaymentError {
     ExceedsCaptured { amount: i64, refundable: i64 },
     #[error("a payment that is {0} cannot be {1}")]
     NotNow(PaymentStatus, &'static str),
+    #[error("{captured} is taken, more than the {total} the order would come to")]
+    CapturedBeyondTotal { captured: i64, total: i64 },
 }
 
 impl PaymentError {
@@ -137,6 +139,7 @@ impl PaymentError {
             PaymentError::ExceedsAuthorized { .. } => "capture_exceeds_authorized",
             PaymentError::ExceedsCaptured { .. } => "refund_exceeds_captured",
             PaymentError::NotNow(..) => "invalid_payment_operation",
+            PaymentError::CapturedBeyondTotal { .. } => "captured_exceeds_total",
         }
     }
 }
@@ -253,6 +256,33 @@ impl Payment {
         }
         next.status = next.settled_status();
         Ok(next)
+    }
+
+    /// The payment once the order's total is `by` less (units cancelled), and what of the
+    /// authorisation that releases: whatever is held beyond the new total. Refused when more
+    /// is captured than the new total (what was taken must be refunded first).
+    pub fn reduce_total(self, by: i64) -> Result<(Payment, i64), PaymentError> {
+        if by <= 0 {
+            return Err(PaymentError::NotPositive);
+        }
+        let total = self.total - by;
+        if self.captured > total || total < 0 {
+            return Err(PaymentError::CapturedBeyondTotal {
+                captured: self.captured,
+                total,
+            });
+        }
+        let authorized = self.authorized.min(total);
+        let mut next = Payment {
+            total,
+            authorized,
+            ..self
+        };
+        // Nothing held or taken: the status (unpaid, voided, failed) is not the amounts'.
+        if authorized > 0 {
+            next.status = next.settled_status();
+        }
+        Ok((next, self.authorized - authorized))
     }
 
     /// The status the amounts say, once an operation moved them.
@@ -388,6 +418,41 @@ mod tests {
         assert_eq!((p.status, p.authorized), (PartiallyPaid, 6_000));
         let p = p.apply(Refund(6_000)).unwrap();
         assert_eq!((p.status, p.refundable()), (Refunded, 0));
+    }
+
+    #[test]
+    fn a_smaller_total_releases_what_is_held_beyond_it_and_never_what_was_taken() {
+        for status in PaymentStatus::ALL {
+            let before = in_status(status);
+            for by in [0, 1, 4_000, TOTAL] {
+                let result = before.reduce_total(by);
+                let fits = by > 0 && before.captured <= before.total - by;
+                assert_eq!(result.is_ok(), fits, "{status} by {by}: {result:?}");
+                if let Ok((after, released)) = result {
+                    assert_invariants(&after);
+                    assert_eq!(after.total, before.total - by);
+                    assert_eq!(released, before.authorized - after.authorized);
+                    assert_eq!(
+                        (after.captured, after.refunded),
+                        (before.captured, before.refunded)
+                    );
+                }
+            }
+        }
+        let held = in_status(Authorized);
+        let (after, released) = held.reduce_total(2_500).expect("fits");
+        assert_eq!(
+            (after.authorized, released, after.status),
+            (7_500, 2_500, Authorized)
+        );
+        let partly = in_status(PartiallyPaid).reduce_total(6_000).expect("fits");
+        assert_eq!(
+            (partly.0.status, partly.1),
+            (Paid, 6_000),
+            "what was taken is all there is to pay"
+        );
+        let refused = in_status(Paid).reduce_total(1).unwrap_err();
+        assert_eq!(refused.code(), "captured_exceeds_total");
     }
 
     #[test]

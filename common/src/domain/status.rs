@@ -113,6 +113,19 @@ impl OrderStatus {
         )
     }
 
+    /// Whether `by` may cancel some units of the order now: staff until the last unit ships,
+    /// the customer while nothing is being prepared yet.
+    pub fn cancels_units(self, by: ActorKind) -> bool {
+        use OrderStatus::*;
+        match by {
+            ActorKind::User(Role::Vendor | Role::Admin) => {
+                matches!(self, Confirmed | Processing | PartiallyShipped)
+            }
+            ActorKind::User(Role::Customer) => self == Confirmed,
+            ActorKind::System => false,
+        }
+    }
+
     /// Parcels may ship: the order is being prepared, or some of it has shipped already.
     pub fn ships_parcels(self) -> bool {
         matches!(
@@ -273,6 +286,21 @@ mod tests {
         ));
         let parcels: Vec<OrderStatus> = ALL.into_iter().filter(|s| s.ships_parcels()).collect();
         assert_eq!(parcels, [Processing, PartiallyShipped]);
+    }
+
+    #[test]
+    fn staff_cancel_units_until_the_last_ships_and_customers_before_preparation() {
+        for status in ALL {
+            let staff = matches!(status, Confirmed | Processing | PartiallyShipped);
+            assert_eq!(status.cancels_units(VENDOR), staff, "{status}");
+            assert_eq!(status.cancels_units(ADMIN), staff, "{status}");
+            assert_eq!(
+                status.cancels_units(CUSTOMER),
+                status == Confirmed,
+                "{status}"
+            );
+            assert!(!status.cancels_units(SYSTEM));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub use signature::{SigningSecret, generate_secret, sign};
 use crate::events::{Envelope, EventType};
 
 /// Every event type an endpoint can subscribe to.
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "order.created",
     "order.status_changed",
     "order.cancelled",
@@ -21,6 +21,7 @@ pub const EVENT_TYPES: [&str; 10] = [
     "order.refunded",
     "order.fulfillment_created",
     "order.fulfillment_delivered",
+    "order.units_cancelled",
 ];
 
 /// The webhook type of an event on the exchange, or `None` for the commands and the
@@ -49,7 +50,9 @@ pub fn event_type(envelope: &Envelope) -> Option<&'static str> {
             "delivered" => Some("order.fulfillment_delivered"),
             _ => None,
         },
+        EventType::UnitsCancelled => Some("order.units_cancelled"),
         EventType::StatusChangeRequested
+        | EventType::UnitsCancelRequested
         | EventType::CancelRequested
         | EventType::StallChanged
         | EventType::PaymentRecorded

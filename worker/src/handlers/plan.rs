@@ -7,23 +7,25 @@
 //! an allowed operation yields the order's new amounts, a ledger row, timeline entries, a
 //! notification and an `order.payment_changed` event. Either way the command's `seq` is
 //! recorded as applied. Parcels (see `parcels`) ship some units of some lines, move their
-//! stock and the order's status, and record deliveries.
+//! stock and the order's status, and record deliveries; cancelled units (see `units`) go
+//! back on sale and shrink the order's total.
 
 mod parcels;
 mod provider;
+mod units;
 
 use std::collections::{HashMap, HashSet};
 
 use common::{
     domain::{
         ActorKind, Money, OrderStatus, Payment, PaymentStatus, customer_text,
-        fulfillment::{LineUnits, ParcelLine},
+        fulfillment::{LineQuantity, LineUnits},
         payment::Operation,
     },
     events::{
         Actor, CancelRequested, Envelope, EventType, FulfillmentRequested,
         FulfillmentUpdateRequested, PaymentChanged, PaymentObserved, PaymentRecorded,
-        RefundRequested, StatusChangeRequested, StatusChanged,
+        RefundRequested, StatusChangeRequested, StatusChanged, UnitsCancelRequested,
     },
     timeline::EntryKind,
 };
@@ -92,6 +94,8 @@ pub enum Action {
     Fulfil(FulfillmentRequested),
     /// Record what became of a parcel.
     UpdateFulfillment(FulfillmentUpdateRequested),
+    /// Cancel some units of some lines.
+    CancelUnits(UnitsCancelRequested),
 }
 
 /// A command: its envelope and what it asks for.
@@ -115,10 +119,12 @@ impl<'a> Command<'a> {
             EventType::PaymentObserved => Action::Observe(payload(envelope)?),
             EventType::FulfillmentRequested => Action::Fulfil(payload(envelope)?),
             EventType::FulfillmentUpdateRequested => Action::UpdateFulfillment(payload(envelope)?),
+            EventType::UnitsCancelRequested => Action::CancelUnits(payload(envelope)?),
             EventType::StatusChanged
             | EventType::StallChanged
             | EventType::PaymentChanged
-            | EventType::FulfillmentChanged => {
+            | EventType::FulfillmentChanged
+            | EventType::UnitsCancelled => {
                 return Err(HandleError::Permanent(format!(
                     "{} is not a command the worker applies",
                     envelope.event_type.routing_key()
@@ -139,7 +145,9 @@ impl<'a> Command<'a> {
     /// of the provider move no stock.
     pub fn may_move_stock(&self) -> bool {
         match &self.action {
-            Action::Confirm | Action::Cancel(_) | Action::Fulfil(_) => true,
+            Action::Confirm | Action::Cancel(_) | Action::Fulfil(_) | Action::CancelUnits(_) => {
+                true
+            }
             Action::Observe(observed) => observed.operations.iter().any(|o| o.kind == "failure"),
             Action::ChangeStatus(request) => matches!(
                 request.status,
@@ -172,8 +180,10 @@ pub struct StockLine {
     pub sku: String,
     pub quantity: i32,
     pub quantity_shipped: i32,
-    /// Units accepted parcels claimed (see `parcels`).
+    pub quantity_cancelled: i32,
+    /// Units accepted parcels and cancellations claimed (see `parcels`).
     pub quantity_claimed: i32,
+    pub unit_price_minor: i64,
     pub stock: i32,
     pub reserved: i32,
 }
@@ -407,6 +417,9 @@ pub fn plan(
                     &mut parcels,
                     &mut writes,
                 )
+            }
+            Action::CancelUnits(request) => {
+                units::cancel(order, request, command, &mut book, &mut writes)
             }
             Action::UpdateFulfillment(update) => {
                 parcels::deliver(order, update, command, &mut parcels, &mut writes)
@@ -847,7 +860,7 @@ struct Product {
 /// The lines `parcel` names, with the units it asks of each.
 fn asked<'a>(
     lines: &'a mut [Line],
-    parcel: &'a [ParcelLine],
+    parcel: &'a [LineQuantity],
 ) -> impl Iterator<Item = (&'a mut Line, i32)> {
     lines.iter_mut().filter_map(|line| {
         let asked = parcel.iter().find(|p| p.item_id == line.item_id)?;
@@ -855,21 +868,24 @@ fn asked<'a>(
     })
 }
 
-/// One line of an order: its product, its units, and what shipped or is claimed of them.
+/// One line of an order: its product, its units, and what shipped, was cancelled or is
+/// claimed of them.
 struct Line {
     item_id: Uuid,
     product_id: Uuid,
     quantity: i32,
+    unit_price_minor: i64,
     shipped: i32,
+    cancelled: i32,
     claimed: i32,
-    /// `(shipped, claimed)` as read.
-    read: (i32, i32),
+    /// `(shipped, cancelled, claimed)` as read.
+    read: (i32, i32, i32),
 }
 
 impl Line {
-    /// Units not shipped: what stays reserved for it.
+    /// Units neither shipped nor cancelled: what stays reserved for it.
     fn unshipped(&self) -> i32 {
-        self.quantity - self.shipped
+        self.quantity - self.shipped - self.cancelled
     }
 }
 
@@ -884,9 +900,15 @@ impl StockBook {
                 item_id: row.item_id,
                 product_id: row.product_id,
                 quantity: row.quantity,
+                unit_price_minor: row.unit_price_minor,
                 shipped: row.quantity_shipped,
+                cancelled: row.quantity_cancelled,
                 claimed: row.quantity_claimed,
-                read: (row.quantity_shipped, row.quantity_claimed),
+                read: (
+                    row.quantity_shipped,
+                    row.quantity_cancelled,
+                    row.quantity_claimed,
+                ),
             });
             book.products.entry(row.product_id).or_insert(Product {
                 sku: row.sku,
@@ -935,7 +957,7 @@ impl StockBook {
     }
 
     /// A parcel left the warehouse: its units are shipped and no longer reserved.
-    fn ship(&mut self, order_id: Uuid, parcel: &[ParcelLine]) {
+    fn ship(&mut self, order_id: Uuid, parcel: &[LineQuantity]) {
         let lines = self
             .lines
             .get_mut(&order_id)
@@ -951,6 +973,45 @@ impl StockBook {
         }
     }
 
+    /// Cancelled units go back on sale; returns what they were worth (minor units).
+    fn cancel(&mut self, order_id: Uuid, units: &[LineQuantity]) -> i64 {
+        let lines = self
+            .lines
+            .get_mut(&order_id)
+            .map_or(&mut [][..], Vec::as_mut_slice);
+        let mut value = 0;
+        for (line, quantity) in asked(lines, units) {
+            line.cancelled += quantity;
+            value += line.unit_price_minor * i64::from(quantity);
+            let product = self
+                .products
+                .get_mut(&line.product_id)
+                .expect("every line's product is loaded with it");
+            product.stock += quantity;
+            product.reserved -= quantity;
+            product.changed = true;
+        }
+        value
+    }
+
+    /// The price of one unit of the order's line `item_id`, if the order has it.
+    fn unit_price(&self, order_id: Uuid, item_id: Uuid) -> Option<i64> {
+        let lines = self.lines.get(&order_id)?;
+        let line = lines.iter().find(|line| line.item_id == item_id)?;
+        Some(line.unit_price_minor)
+    }
+
+    /// Units shipped and cancelled over the order's lines.
+    fn shipped_and_cancelled(&self, order_id: Uuid) -> (i32, i32) {
+        self.lines
+            .get(&order_id)
+            .into_iter()
+            .flatten()
+            .fold((0, 0), |(s, c), line| {
+                (s + line.shipped, c + line.cancelled)
+            })
+    }
+
     /// Every unit not claimed yet is claimed (by a request to ship all that remains).
     fn claim_rest(&mut self, order_id: Uuid) {
         for line in self.lines.get_mut(&order_id).into_iter().flatten() {
@@ -959,7 +1020,7 @@ impl StockBook {
     }
 
     /// A parcel refused gives back the units its request claimed.
-    fn give_back(&mut self, order_id: Uuid, parcel: &[ParcelLine]) {
+    fn give_back(&mut self, order_id: Uuid, parcel: &[LineQuantity]) {
         let lines = self
             .lines
             .get_mut(&order_id)
@@ -979,7 +1040,7 @@ impl StockBook {
                 item_id: line.item_id,
                 sku: self.products[&line.product_id].sku.clone(),
                 quantity: line.quantity,
-                taken: line.shipped,
+                taken: line.shipped + line.cancelled,
             })
             .collect()
     }
@@ -1016,10 +1077,11 @@ impl StockBook {
             .lines
             .values()
             .flatten()
-            .filter(|line| (line.shipped, line.claimed) != line.read)
+            .filter(|line| (line.shipped, line.cancelled, line.claimed) != line.read)
             .map(|line| ItemUnits {
                 id: line.item_id,
                 shipped: line.shipped,
+                cancelled: line.cancelled,
                 claimed: line.claimed,
             })
             .collect();
@@ -1098,7 +1160,9 @@ mod tests {
             sku: format!("SKU-{}", &product.simple().to_string()[28..]),
             quantity,
             quantity_shipped: 0,
+            quantity_cancelled: 0,
             quantity_claimed: 0,
+            unit_price_minor: 1_000,
             stock,
             reserved: 0,
         }
@@ -1405,6 +1469,7 @@ mod tests {
             [ItemUnits {
                 id: a,
                 shipped: 2,
+                cancelled: 0,
                 claimed: 2
             }]
         );
@@ -1454,6 +1519,7 @@ mod tests {
             [ItemUnits {
                 id: a,
                 shipped: 2,
+                cancelled: 0,
                 claimed: 2
             }]
         );
@@ -1510,7 +1576,7 @@ mod tests {
                 status: FulfillmentStatus::Shipped,
                 carrier: None,
                 tracking_number: (*tracking).into(),
-                lines: vec![ParcelLine {
+                lines: vec![LineQuantity {
                     item_id: Uuid::now_v7(),
                     quantity: 1,
                 }],
@@ -1561,6 +1627,160 @@ mod tests {
             2,
             "the first parcel's, then the order's delivery"
         );
+    }
+
+    /// `order.units_cancel_requested` for `lines` (item, units), by `actor`.
+    fn cancel_units(
+        order: &LockedOrder,
+        seq: i64,
+        lines: &[(Uuid, i32)],
+        actor: Actor,
+    ) -> Envelope {
+        let lines: Vec<_> = lines
+            .iter()
+            .map(|(item_id, quantity)| json!({ "item_id": item_id, "quantity": quantity }))
+            .collect();
+        let payload = json!({ "lines": lines, "reason": "customer changed their mind" });
+        Envelope::new(
+            EventType::UnitsCancelRequested,
+            order.id,
+            seq,
+            actor,
+            "test",
+            payload,
+        )
+    }
+
+    fn vendor() -> Actor {
+        Actor::user(Uuid::now_v7(), common::domain::Role::Vendor)
+    }
+
+    #[test]
+    fn cancelled_units_go_back_on_sale_and_the_total_shrinks_by_their_price() {
+        let mut processing = order(Processing, 2);
+        processing.total_amount_minor = 5_000;
+        let lines = two_lines(&processing, [1, 0]);
+        let a = lines[0].item_id;
+        let command = cancel_units(&processing, 3, &[(a, 1)], vendor());
+        assert!(may_move_stock(&command));
+        let plan = decide(&[&command], vec![processing.clone()], lines.clone()).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Applied]);
+        let after = &plan.writes.orders[0];
+        assert_eq!(
+            (after.status, after.total_amount_minor),
+            (Processing, 4_000)
+        );
+        assert_eq!(
+            plan.writes.products,
+            [ProductRow {
+                id: lines[0].product_id,
+                stock_delta: 1,
+                reserved_delta: -1,
+                refused_at: None
+            }]
+        );
+        assert_eq!(
+            plan.writes.items,
+            [ItemUnits {
+                id: a,
+                shipped: 0,
+                cancelled: 1,
+                claimed: 1
+            }]
+        );
+        assert_eq!(plan.writes.events[0].event_type, EventType::UnitsCancelled);
+        assert_eq!(plan.writes.emails.len(), 1);
+        assert!(
+            plan.writes.ledger.is_empty(),
+            "nothing was held, nothing is released"
+        );
+    }
+
+    #[test]
+    fn cancelling_units_releases_what_is_authorised_beyond_the_new_total() {
+        let mut held = order(Processing, 2);
+        held.total_amount_minor = 5_000;
+        held.amount_authorized_minor = 5_000;
+        held.payment_status = PaymentStatus::Authorized;
+        let lines = two_lines(&held, [0, 2]);
+        let command = cancel_units(&held, 3, &[(lines[1].item_id, 2)], vendor());
+        let plan = decide(&[&command], vec![held.clone()], lines).expect("plan");
+        let after = &plan.writes.orders[0];
+        assert_eq!(
+            (after.total_amount_minor, after.amount_authorized_minor),
+            (3_000, 3_000)
+        );
+        assert_eq!(plan.writes.ledger.len(), 1);
+        assert_eq!(
+            (
+                plan.writes.ledger[0].kind,
+                plan.writes.ledger[0].amount_minor
+            ),
+            ("release", 2_000)
+        );
+    }
+
+    #[test]
+    fn units_cannot_be_cancelled_below_what_was_taken_and_give_their_claim_back() {
+        let mut paid = order(Processing, 2);
+        paid.total_amount_minor = 5_000;
+        paid.amount_authorized_minor = 5_000;
+        paid.amount_captured_minor = 5_000;
+        paid.payment_status = PaymentStatus::Paid;
+        let lines = two_lines(&paid, [1, 0]);
+        let a = lines[0].item_id;
+        let command = cancel_units(&paid, 3, &[(a, 1)], vendor());
+        let plan = decide(&[&command], vec![paid.clone()], lines).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Refused]);
+        assert_eq!(plan.writes.orders[0].total_amount_minor, 5_000);
+        assert_eq!(
+            plan.writes.items,
+            [ItemUnits {
+                id: a,
+                shipped: 0,
+                cancelled: 0,
+                claimed: 0
+            }]
+        );
+        let reason = plan.writes.entries[0].reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("captured_exceeds_total"), "{reason}");
+    }
+
+    #[test]
+    fn an_order_with_nothing_left_to_ship_is_shipped_or_cancelled() {
+        // Every unit cancelled by its customer before preparation: cancelled.
+        let mut confirmed = order(Confirmed, 1);
+        confirmed.total_amount_minor = 5_000;
+        let lines = two_lines(&confirmed, [3, 2]);
+        let customer = Actor::user(confirmed.customer_id, common::domain::Role::Customer);
+        let all = [(lines[0].item_id, 3), (lines[1].item_id, 2)];
+        let command = cancel_units(&confirmed, 2, &all, customer.clone());
+        let plan = decide(&[&command], vec![confirmed.clone()], lines).expect("plan");
+        assert_eq!(status_of(&plan, &confirmed), Cancelled);
+        assert_eq!(plan.writes.orders[0].total_amount_minor, 0);
+        assert!(
+            plan.writes
+                .products
+                .iter()
+                .all(|p| p.stock_delta + p.reserved_delta == 0)
+        );
+
+        // The rest of a partly shipped order cancelled: shipped.
+        let mut partly = order(PartiallyShipped, 3);
+        partly.total_amount_minor = 5_000;
+        partly.tracking_number = Some("TRK-1".into());
+        let mut lines = two_lines(&partly, [3, 2]);
+        lines[0].quantity_shipped = 3;
+        lines[0].reserved = 0;
+        let command = cancel_units(&partly, 4, &[(lines[1].item_id, 2)], vendor());
+        let plan = decide(&[&command], vec![partly.clone()], lines.clone()).expect("plan");
+        assert_eq!(status_of(&plan, &partly), Shipped);
+
+        // A customer may not once the order is being prepared.
+        let customer = Actor::user(partly.customer_id, common::domain::Role::Customer);
+        let command = cancel_units(&partly, 4, &[(lines[1].item_id, 1)], customer);
+        let plan = decide(&[&command], vec![partly.clone()], lines).expect("plan");
+        assert_eq!(plan.outcomes, [Outcome::Refused]);
     }
 
     #[test]

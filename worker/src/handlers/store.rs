@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use common::domain::{FulfillmentStatus, fulfillment::ParcelLine};
+use common::domain::{FulfillmentStatus, fulfillment::LineQuantity};
 
 use super::plan::{Command, LockedOrder, Parcel, ProductRow, StockLine, Writes};
 
@@ -61,7 +61,8 @@ macro_rules! stock_of_orders {
 macro_rules! stock_lines {
     () => {
         "SELECT i.order_id, i.id AS item_id, s.id AS product_id, s.sku, i.quantity,
-                i.quantity_shipped, i.quantity_claimed, s.stock, s.reserved
+                i.quantity_shipped, i.quantity_cancelled, i.quantity_claimed, i.unit_price_minor,
+                s.stock, s.reserved
          FROM order_items i JOIN seen s ON s.id = i.product_id WHERE i.order_id = ANY($1)"
     };
 }
@@ -147,14 +148,14 @@ pub async fn read_parcels(conn: &mut PgConnection, orders: &[Uuid]) -> sqlx::Res
                 .item_ids
                 .into_iter()
                 .zip(row.quantities)
-                .map(|(item_id, quantity)| ParcelLine { item_id, quantity })
+                .map(|(item_id, quantity)| LineQuantity { item_id, quantity })
                 .collect(),
         })
         .collect())
 }
 
 /// Writes the batch's parcels (new ones with their lines; deliveries as a new status) and
-/// the units shipped and claimed of the lines that moved, in one statement; nothing when
+/// the units shipped, cancelled and claimed of the lines that moved, in one statement; nothing when
 /// the batch has none (the common case costs no statement).
 pub async fn write_parcels(conn: &mut PgConnection, writes: &Writes) -> sqlx::Result<()> {
     let (parcels, items) = (&writes.parcels, &writes.items);
@@ -162,7 +163,7 @@ pub async fn write_parcels(conn: &mut PgConnection, writes: &Writes) -> sqlx::Re
         return Ok(());
     }
     let new: Vec<_> = parcels.iter().filter(|row| row.new).collect();
-    let lines: Vec<(Uuid, &ParcelLine)> = new
+    let lines: Vec<(Uuid, &LineQuantity)> = new
         .iter()
         .flat_map(|row| row.parcel.lines.iter().map(|line| (row.parcel.id, line)))
         .collect();
@@ -186,8 +187,9 @@ pub async fn write_parcels(conn: &mut PgConnection, writes: &Writes) -> sqlx::Re
              UPDATE fulfillments SET status = 'delivered', delivered_at = now()
              WHERE id = ANY($10) AND status = 'shipped'
          )
-         UPDATE order_items i SET quantity_shipped = u.shipped, quantity_claimed = u.claimed
-         FROM unnest($11::uuid[], $12::int[], $13::int[]) AS u(id, shipped, claimed)
+         UPDATE order_items i SET quantity_shipped = u.shipped, quantity_cancelled = u.cancelled,
+             quantity_claimed = u.claimed
+         FROM unnest($11::uuid[], $12::int[], $13::int[], $14::int[]) AS u(id, shipped, claimed, cancelled)
          WHERE i.id = u.id",
     )
     .bind(new.iter().map(|row| row.parcel.id).collect::<Vec<_>>())
@@ -203,6 +205,7 @@ pub async fn write_parcels(conn: &mut PgConnection, writes: &Writes) -> sqlx::Re
     .bind(items.iter().map(|item| item.id).collect::<Vec<_>>())
     .bind(items.iter().map(|item| item.shipped).collect::<Vec<_>>())
     .bind(items.iter().map(|item| item.claimed).collect::<Vec<_>>())
+    .bind(items.iter().map(|item| item.cancelled).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
@@ -280,7 +283,7 @@ pub async fn write(
                  applied_seq = u.applied_seq, payment_status = u.payment_status::payment_status,
                  amount_authorized_minor = u.authorized, amount_captured_minor = u.captured,
                  amount_refunded_minor = u.refunded, refunds_accepted_minor = u.refunds_accepted,
-                 payment_provider = u.provider,
+                 payment_provider = u.provider, total_amount_minor = u.total,
                  payment_due_at = CASE WHEN u.status = 'awaiting_payment' AND o.payment_due_at IS NULL
                                        THEN now() + make_interval(secs => $44) ELSE o.payment_due_at END,
                  projected_status = CASE WHEN o.last_seq = u.applied_seq THEN u.status::order_status
@@ -290,9 +293,10 @@ pub async fn write(
                  stalled_at = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_at END,
                  stalled_seq = CASE WHEN o.stalled_seq <= u.applied_seq THEN NULL ELSE o.stalled_seq END
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $26::text[],
-                         $27::bigint[], $28::bigint[], $29::bigint[], $30::bigint[], $45::text[])
+                         $27::bigint[], $28::bigint[], $29::bigint[], $30::bigint[], $45::text[],
+                         $50::bigint[])
                  AS u(id, status, tracking_number, applied_seq, payment_status, authorized,
-                      captured, refunded, refunds_accepted, provider)
+                      captured, refunded, refunds_accepted, provider, total)
              WHERE o.id = u.id
          ), entries AS (
              INSERT INTO order_events (id, order_id, kind, from_status, to_status, actor_id, actor_role, reason, seq, created_at)
@@ -380,6 +384,7 @@ pub async fn write(
     .bind(emails.iter().map(|e| e.receipt.as_ref().map(|r| r.amount)).collect::<Vec<_>>())
     .bind(emails.iter().map(|e| e.receipt.as_ref().map(|r| r.paid)).collect::<Vec<_>>())
     .bind(emails.iter().map(|e| e.receipt.as_ref().map(|r| r.refunded)).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.total_amount_minor).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -2,11 +2,13 @@
 //! projected state, then queued for the workers (202) in one conditional statement. Each gets the
 //! order's next sequence number, so workers apply them in the order they were accepted.
 
+use std::collections::HashMap;
+
 use axum::{Json, extract::State, http::StatusCode};
 use common::{
     domain::{
-        ActorKind, FulfillmentStatus, Money, OrderStatus,
-        fulfillment::{self, LineUnits, ParcelError, ParcelLine},
+        ActorKind, FulfillmentStatus, Money, OrderStatus, Payment, PaymentStatus,
+        fulfillment::{self, LineQuantity, LineUnits, UnitsError},
     },
     events::{Actor, CancelRequested, Envelope, EventType, StatusChangeRequested},
     timeline::EntryKind,
@@ -66,9 +68,13 @@ struct CommandTarget {
     amount_authorized_minor: i64,
     amount_captured_minor: i64,
     refunds_accepted_minor: i64,
-    /// For a parcel: the order's lines, `taken` being what accepted parcels claimed.
+    /// For a parcel or cancelled units: the order's lines, `taken` being what accepted
+    /// parcels and cancellations claimed.
     #[sqlx(skip)]
     lines: Vec<LineUnits>,
+    /// For cancelled units: each line's unit price.
+    #[sqlx(skip)]
+    prices: HashMap<Uuid, i64>,
     /// For a parcel's update: its status now, if the order has it.
     #[sqlx(skip)]
     parcel: Option<FulfillmentStatus>,
@@ -173,9 +179,12 @@ pub(super) enum Asks {
     Capture,
     /// Ship a parcel: the order is being prepared or partly shipped, and each line fits
     /// what is not claimed yet.
-    Parcel { id: Uuid, lines: Vec<ParcelLine> },
+    Parcel { id: Uuid, lines: Vec<LineQuantity> },
     /// Record what became of a parcel the order has.
     ParcelUpdate { id: Uuid, status: FulfillmentStatus },
+    /// Cancel some units: the order allows it for the user, each line fits what is not
+    /// claimed yet, and no more is captured than the order would come to.
+    CancelUnits(Vec<LineQuantity>),
 }
 
 impl Asks {
@@ -209,6 +218,7 @@ impl Queued {
             EventType::CaptureRequested => "capture",
             EventType::FulfillmentRequested => "fulfillment",
             EventType::FulfillmentUpdateRequested => "fulfillment_update",
+            EventType::UnitsCancelRequested => "units_cancel",
             _ => "status_change",
         }
     }
@@ -288,8 +298,8 @@ async fn write_command(
         Asks::Refund(amount) => amount.minor(),
         _ => 0,
     };
-    let claims: &[ParcelLine] = match &queued.asks {
-        Asks::Parcel { lines, .. } => lines,
+    let claims: &[LineQuantity] = match &queued.asks {
+        Asks::Parcel { lines, .. } | Asks::CancelUnits(lines) => lines,
         _ => &[],
     };
     for _ in 0..MAX_RACES {
@@ -307,7 +317,9 @@ async fn write_command(
         // Read after the order: a parcel accepted since then changed its `last_seq`, so
         // the statement below would not queue this one on stale lines.
         match &queued.asks {
-            Asks::Parcel { .. } => order.lines = parcel_lines(state, order_id).await?,
+            Asks::Parcel { .. } | Asks::CancelUnits(_) => {
+                (order.lines, order.prices) = order_lines(state, order_id).await?;
+            }
             Asks::ParcelUpdate { id, .. } => {
                 order.parcel = parcel_status(state, order_id, *id).await?;
             }
@@ -367,23 +379,30 @@ async fn write_command(
     ))
 }
 
-/// The order's lines, with what accepted parcels claimed of them.
-async fn parcel_lines(state: &AppState, order_id: Uuid) -> ApiResult<Vec<LineUnits>> {
-    let rows: Vec<(Uuid, String, i32, i32)> = sqlx::query_as(
-        "SELECT id, product_sku, quantity, quantity_claimed FROM order_items WHERE order_id = $1",
+/// The order's lines, with what accepted parcels and cancellations claimed of them, and
+/// their unit prices.
+async fn order_lines(
+    state: &AppState,
+    order_id: Uuid,
+) -> ApiResult<(Vec<LineUnits>, HashMap<Uuid, i64>)> {
+    let rows: Vec<(Uuid, String, i32, i32, i64)> = sqlx::query_as(
+        "SELECT id, product_sku, quantity, quantity_claimed, unit_price_minor
+         FROM order_items WHERE order_id = $1",
     )
     .bind(order_id)
     .fetch_all(&state.pool)
     .await?;
-    Ok(rows
+    let prices = rows.iter().map(|row| (row.0, row.4)).collect();
+    let lines = rows
         .into_iter()
-        .map(|(item_id, sku, quantity, taken)| LineUnits {
+        .map(|(item_id, sku, quantity, taken, _)| LineUnits {
             item_id,
             sku,
             quantity,
             taken,
         })
-        .collect())
+        .collect();
+    Ok((lines, prices))
 }
 
 /// The status of the order's parcel `id`, if it has one.
@@ -405,7 +424,7 @@ async fn parcel_status(
 fn parcel_refusal(refusal: fulfillment::Refusal) -> ApiError {
     let field = match (refusal.line, &refusal.error) {
         (None, _) => "lines".to_owned(),
-        (Some(i), ParcelError::UnknownLine | ParcelError::Repeated) => {
+        (Some(i), UnitsError::UnknownLine | UnitsError::Repeated) => {
             format!("lines[{i}].item_id")
         }
         (Some(i), _) => format!("lines[{i}].quantity"),
@@ -480,7 +499,7 @@ fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<Or
                     format!("An order that is {from} ships no parcels; it must be processing."),
                 ));
             }
-            fulfillment::check_parcel(&order.lines, lines).map_err(parcel_refusal)?;
+            fulfillment::check_units(&order.lines, lines).map_err(parcel_refusal)?;
             let claimed: Vec<LineUnits> = order
                 .lines
                 .iter()
@@ -495,6 +514,39 @@ fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<Or
                 })
                 .collect();
             Ok(fulfillment::status_after_shipping(&claimed))
+        }
+        Asks::CancelUnits(ref lines) => {
+            let from = order.projected_status;
+            if !from.cancels_units(ActorKind::User(user.role)) {
+                let who = if user.role.is_staff() {
+                    "until its last unit ships"
+                } else {
+                    "while it is confirmed"
+                };
+                return Err(ApiError::conflict(
+                    "invalid_transition",
+                    format!("Units of an order that is {from} cannot be cancelled; only {who}."),
+                ));
+            }
+            fulfillment::check_units(&order.lines, lines).map_err(parcel_refusal)?;
+            let value: i64 = lines
+                .iter()
+                .map(|line| order.prices[&line.item_id] * i64::from(line.quantity))
+                .sum();
+            let payment = Payment {
+                total: order.total_amount_minor,
+                authorized: order.amount_authorized_minor,
+                captured: order.amount_captured_minor,
+                refunded: 0,
+                status: PaymentStatus::Unpaid,
+            };
+            if let Err(refusal) = payment.reduce_total(value) {
+                return Err(ApiError::conflict(
+                    refusal.code(),
+                    format!("{refusal}: refund the difference first."),
+                ));
+            }
+            Ok(from)
         }
         Asks::ParcelUpdate { status, .. } => match order.parcel {
             None => Err(ApiError::NotFound("No such parcel on this order.")),

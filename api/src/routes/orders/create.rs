@@ -240,6 +240,7 @@ fn item_rows(order_id: Uuid, lines: &[PricedLine]) -> Vec<ItemRow> {
             product_description: line.product.description.clone(),
             quantity: line.quantity,
             quantity_shipped: 0,
+            quantity_cancelled: 0,
             unit_price_minor: line.product.price_minor,
             total_price_minor: line.product_total().map(Money::minor).unwrap_or_default(),
         })

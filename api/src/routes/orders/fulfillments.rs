@@ -11,7 +11,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use common::{
-    domain::{FulfillmentStatus, OrderStatus, fulfillment::ParcelLine},
+    domain::{FulfillmentStatus, OrderStatus, fulfillment::LineQuantity},
     events::{EventType, FulfillmentRequested, FulfillmentUpdateRequested},
     timeline::EntryKind,
 };
@@ -42,7 +42,7 @@ const MAX_PARCEL_LINES: usize = 100;
 pub struct CreateFulfillmentRequest {
     /// The units of each line the parcel carries: at most what is left to ship of it.
     #[schema(min_items = 1, max_items = 100)]
-    pub lines: Vec<ParcelLine>,
+    pub lines: Vec<LineQuantity>,
     #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub carrier: Option<String>,
     #[schema(min_length = 1, max_length = 100, pattern = r"\S")]

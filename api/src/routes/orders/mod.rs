@@ -2,6 +2,7 @@
 //! cancellations, parcels, payments and refunds for the workers, resolving stalled orders, and following orders live.
 //! Another customer's order is always 404.
 
+mod cancellations;
 mod commands;
 mod create;
 mod fulfillments;
@@ -47,6 +48,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             fulfillments::list_fulfillments
         ))
         .routes(routes!(fulfillments::update_fulfillment))
+        .routes(routes!(cancellations::cancel_units))
         .routes(routes!(stalled::redrive_order))
         .routes(routes!(stalled::skip_command))
         .routes(routes!(stream::stream_orders))

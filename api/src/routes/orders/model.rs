@@ -67,6 +67,7 @@ pub struct ItemRow {
     pub product_description: Option<String>,
     pub quantity: i32,
     pub quantity_shipped: i32,
+    pub quantity_cancelled: i32,
     pub unit_price_minor: i64,
     pub total_price_minor: i64,
 }
@@ -82,6 +83,8 @@ pub struct OrderItemResponse {
     pub quantity: i32,
     /// Units that left in parcels (see `/api/orders/{id}/fulfillments`).
     pub quantity_shipped: i32,
+    /// Units cancelled before they shipped (see `/api/orders/{id}/cancellations`).
+    pub quantity_cancelled: i32,
     pub unit_price: Money,
     pub total_price: Money,
 }
@@ -194,6 +197,7 @@ impl OrderResponse {
                     product_description: item.product_description,
                     quantity: item.quantity,
                     quantity_shipped: item.quantity_shipped,
+                    quantity_cancelled: item.quantity_cancelled,
                     unit_price: Money::from_minor(item.unit_price_minor),
                     total_price: Money::from_minor(item.total_price_minor),
                 })
@@ -240,7 +244,7 @@ pub async fn find_visible(
 /// The lines of several orders.
 pub(crate) const ITEMS_OF_SQL: &str =
     "SELECT id, order_id, product_id, product_name, product_sku, product_description, quantity,
-        quantity_shipped, unit_price_minor, total_price_minor
+        quantity_shipped, quantity_cancelled, unit_price_minor, total_price_minor
  FROM order_items WHERE order_id = ANY($1) ORDER BY order_id, product_sku COLLATE \"C\"";
 
 /// Lines of several orders at once, grouped by order.

@@ -301,7 +301,7 @@ impl View {
             }
             FeedKind::Resumed => "The order is moving again.".to_owned(),
             // The worker wrote it for the customer: amounts, never a staff note.
-            FeedKind::PaymentChanged | FeedKind::FulfillmentChanged => {
+            FeedKind::PaymentChanged | FeedKind::FulfillmentChanged | FeedKind::UnitsCancelled => {
                 entry.reason.clone().unwrap_or_default()
             }
         };

@@ -82,9 +82,14 @@ impl StoredEntry {
                 "A command that could not be applied was skipped.".to_owned()
             }
             // Written in the customer's words by the worker.
-            (Some(EntryKind::PaymentChanged | EntryKind::FulfillmentChanged), _) => {
-                self.reason.clone().unwrap_or_default()
-            }
+            (
+                Some(
+                    EntryKind::PaymentChanged
+                    | EntryKind::FulfillmentChanged
+                    | EntryKind::UnitsCancelled,
+                ),
+                _,
+            ) => self.reason.clone().unwrap_or_default(),
             (Some(EntryKind::PaymentRequested), _) => "Payment operation requested.".to_owned(),
             (Some(EntryKind::FulfillmentRequested), _) => "Parcel change requested.".to_owned(),
             _ => self.kind.replace('_', " "),
@@ -100,6 +105,7 @@ impl StoredEntry {
                     | EntryKind::StatusChanged
                     | EntryKind::PaymentChanged
                     | EntryKind::FulfillmentChanged
+                    | EntryKind::UnitsCancelled
                     | EntryKind::Notified
             )
         ) || self.actor_role == "customer"

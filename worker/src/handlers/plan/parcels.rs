@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use common::{
     domain::{
         ActorKind, FulfillmentStatus, OrderStatus, customer_text,
-        fulfillment::{self, LineUnits, ParcelLine},
+        fulfillment::{self, LineQuantity, LineUnits},
     },
     events::{
         Envelope, EventType, FulfillmentChanged, FulfillmentRequested, FulfillmentUpdateRequested,
@@ -33,7 +33,7 @@ pub struct Parcel {
     pub status: FulfillmentStatus,
     pub carrier: Option<String>,
     pub tracking_number: String,
-    pub lines: Vec<ParcelLine>,
+    pub lines: Vec<LineQuantity>,
 }
 
 impl Parcel {
@@ -69,6 +69,7 @@ pub struct ParcelRow {
 pub struct ItemUnits {
     pub id: Uuid,
     pub shipped: i32,
+    pub cancelled: i32,
     pub claimed: i32,
 }
 
@@ -102,7 +103,7 @@ pub(super) fn ship(
             "invalid_transition: an order that is {} ships no parcels",
             order.status
         ))
-    } else if let Err(refusal) = fulfillment::check_parcel(&lines, &parcel.lines) {
+    } else if let Err(refusal) = fulfillment::check_units(&lines, &parcel.lines) {
         Some(format!("{}: {refusal}", refusal.error.code()))
     } else {
         moves(order.status, to, cause).err()
@@ -163,7 +164,7 @@ pub(super) fn ship_rest(
         .line_units(order.id)
         .into_iter()
         .filter(|line| line.remaining() > 0)
-        .map(|line| ParcelLine {
+        .map(|line| LineQuantity {
             item_id: line.item_id,
             quantity: line.remaining(),
         })
@@ -277,7 +278,7 @@ pub(super) fn deliver_all(
 }
 
 /// `lines` once `parcel` has shipped (for the status it comes to, before it is checked).
-fn after(lines: &[LineUnits], parcel: &[ParcelLine]) -> Vec<LineUnits> {
+fn after(lines: &[LineUnits], parcel: &[LineQuantity]) -> Vec<LineUnits> {
     lines
         .iter()
         .map(|line| {
