@@ -216,8 +216,38 @@ export async function orderDetail(ctx, id, actions, parcelAction = () => null) {
   await render();
 }
 
+/// Cancel some units of the lines not yet shipped (each line's field says how many; 0 keeps
+/// them), while `statuses` holds the order's.
+export function unitsControls(ctx, order, statuses, done) {
+  if (!statuses.includes(order.pending_status || order.status) || order.stalled_reason) return null;
+  const open = order.items.filter((item) => item.quantity > item.quantity_shipped + item.quantity_cancelled);
+  if (!open.length) return null;
+  const quantities = open.map((item) => {
+    const left = item.quantity - item.quantity_shipped - item.quantity_cancelled;
+    return [item, field(`Cancel of ${item.product_name} (${left} left)`, { type: "number", min: 0, max: left, value: 0, required: true })];
+  });
+  const reason = field("Why cancel these units", { maxlength: 1000 });
+  return h("form", {
+    class: "inline",
+    "aria-label": "Cancel units",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      const lines = quantities
+        .map(([item, quantity]) => ({ item_id: item.id, quantity: Number(quantity.input.value) }))
+        .filter((line) => line.quantity > 0);
+      if (!lines.length) return ctx.say("Choose how many units to cancel.", "error");
+      const body = { lines, reason: reason.input.value.trim() || undefined };
+      if (await ctx.busy(() => post(`/api/orders/${order.id}/cancellations`, body, { idempotent: true }), "Cancelling units…")) {
+        ctx.say(`Order ${shortId(order.id)}: cancellation of ${lines.length} line(s) requested.`);
+        done();
+      }
+    },
+  }, ...quantities.map(([, quantity]) => quantity.element), reason.element, h("button", { type: "submit", class: "danger" }, "Cancel units"));
+}
+
 export function orderPage(ctx, id) {
-  return orderDetail(ctx, id, (order, render) =>
+  return orderDetail(ctx, id, (order, render) => [
+    unitsControls(ctx, order, ["confirmed"], render),
     CANCELLABLE.includes(order.pending_status || order.status)
       ? h("button", {
           type: "button",
@@ -230,7 +260,7 @@ export function orderPage(ctx, id) {
           },
         }, "Cancel order")
       : null,
-  );
+  ]);
 }
 
 export async function notifications(ctx) {

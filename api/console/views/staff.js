@@ -4,7 +4,7 @@
 import { get, patch, post, put } from "../api.js";
 import { field, formatMoney, formatTime, h, shortId, statusBadge } from "../dom.js";
 import { LiveFeed } from "../live.js";
-import { liveIndicator, orderDetail } from "./customer.js";
+import { liveIndicator, orderDetail, unitsControls } from "./customer.js";
 
 const COLUMNS = ["pending", "awaiting_payment", "confirmed", "processing", "partially_shipped", "shipped", "delivered", "cancelled"];
 const SHIPS_PARCELS = ["processing", "partially_shipped"];
@@ -180,6 +180,8 @@ export function orderPage(ctx, id) {
       const controls = moveControls(ctx, order, render);
       const parcel = parcelControls(ctx, order, render);
       if (parcel) controls.append(parcel);
+      const units = unitsControls(ctx, order, ["confirmed", ...SHIPS_PARCELS], render);
+      if (units) controls.append(units);
       controls.append(moneyControls(ctx, order, render));
       if (order.stalled_reason && ctx.user.role === "admin") controls.append(resolveControls(ctx, order.id, render));
       return controls;
