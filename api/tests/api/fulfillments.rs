@@ -128,6 +128,15 @@ async fn an_order_ships_in_two_parcels_and_is_delivered_once_both_arrive(pool: P
     assert_eq!(shipped, [("BULB".into(), 0), ("LAMP".into(), 2)]);
     assert_eq!(app.stock_of("LAMP").await, (47, 1), "two left the shelf");
     assert_eq!(app.stock_of("BULB").await, (18, 2));
+    let edit = json!({ "notes": "second parcel on Monday" });
+    let edited = app
+        .put(&format!("/api/orders/{order}"), &vendor.token, edit)
+        .await;
+    assert_eq!(
+        edited.status(),
+        StatusCode::OK,
+        "staff still edit a partly shipped order"
+    );
 
     let second = ship(
         app,

@@ -239,6 +239,29 @@ pub async fn awaiting_payment(app: &TestApp, customer: &TestUser, order: &str) -
     .await
 }
 
+/// Pays for `order` (read while it awaits payment) with a good card and reports the
+/// authorisation as Stripe's event `event_id`; waits until the order is confirmed. Returns
+/// the PaymentIntent's id.
+async fn pay_and_authorise(
+    app: &TestApp,
+    stripe: &Localstripe,
+    customer: &TestUser,
+    read: &Value,
+    event_id: &str,
+) -> String {
+    let secret = read["payment"]["client_secret"].as_str().expect("secret");
+    let intent_id = secret.split("_secret_").next().expect("id").to_owned();
+    stripe.pay(secret, GOOD_CARD).await;
+    let intent = stripe
+        .get(&format!("/v1/payment_intents/{intent_id}"))
+        .await;
+    deliver(app, &authorised_event(event_id, &intent), WEBHOOK_SECRET).await;
+    let order = read["id"].as_str().expect("id");
+    app.wait_for_status(&customer.token, order, "confirmed")
+        .await;
+    intent_id
+}
+
 /// The order's timeline as `user` reads it, as text.
 async fn timeline_of(app: &TestApp, user: &TestUser, order: &str) -> String {
     let path = format!("/api/orders/{order}/events");
@@ -520,19 +543,7 @@ async fn staff_capture_before_shipping_and_shipping_then_captures_nothing_more(p
     let read = awaiting_payment(&app, &alice, &order).await;
     let early = app.post(&capture, Some(&vendor.token), json!({})).await;
     assert_eq!(early.status(), StatusCode::CONFLICT, "nothing is held yet");
-    let secret = read["payment"]["client_secret"].as_str().expect("secret");
-    let intent_id = secret.split("_secret_").next().expect("id").to_owned();
-    stripe.pay(secret, GOOD_CARD).await;
-    let intent = stripe
-        .get(&format!("/v1/payment_intents/{intent_id}"))
-        .await;
-    deliver(
-        &app,
-        &authorised_event("evt_authorised_1", &intent),
-        WEBHOOK_SECRET,
-    )
-    .await;
-    app.wait_for_status(&alice.token, &order, "confirmed").await;
+    let intent_id = pay_and_authorise(&app, &stripe, &alice, &read, "evt_authorised_1").await;
 
     let customer_try = app.post(&capture, Some(&alice.token), json!({})).await;
     assert_eq!(customer_try.status(), StatusCode::FORBIDDEN);
@@ -575,19 +586,7 @@ async fn cancelling_units_of_a_card_order_releases_their_share_and_shipping_capt
         order["items"][0]["id"].clone(),
     );
     let read = awaiting_payment(&app, &alice, &id).await;
-    let secret = read["payment"]["client_secret"].as_str().expect("secret");
-    let intent_id = secret.split("_secret_").next().expect("id").to_owned();
-    stripe.pay(secret, GOOD_CARD).await;
-    let intent = stripe
-        .get(&format!("/v1/payment_intents/{intent_id}"))
-        .await;
-    deliver(
-        &app,
-        &authorised_event("evt_authorised_2", &intent),
-        WEBHOOK_SECRET,
-    )
-    .await;
-    app.wait_for_status(&alice.token, &id, "confirmed").await;
+    let intent_id = pay_and_authorise(&app, &stripe, &alice, &read, "evt_authorised_2").await;
 
     let path = format!("/api/orders/{id}/cancellations");
     let body = json!({ "lines": [{ "item_id": item, "quantity": 1 }], "reason": "one is enough" });

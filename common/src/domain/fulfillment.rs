@@ -149,6 +149,26 @@ pub fn status_after_shipping(lines: &[LineUnits]) -> OrderStatus {
     }
 }
 
+/// The order's status once `units` are taken from `lines` as well (shipped, or claimed by
+/// an accepted request): what a parcel will make of the order, before it ships.
+pub fn status_once_taken(lines: &[LineUnits], units: &[LineQuantity]) -> OrderStatus {
+    let after: Vec<LineUnits> = lines
+        .iter()
+        .map(|line| {
+            let asked: i32 = units
+                .iter()
+                .filter(|u| u.item_id == line.item_id)
+                .map(|u| u.quantity)
+                .sum();
+            LineUnits {
+                taken: line.taken + asked,
+                ..line.clone()
+            }
+        })
+        .collect();
+    status_after_shipping(&after)
+}
+
 /// Whether an order that is `status`, with parcels in `parcels`, is now delivered: every
 /// unit shipped and every parcel arrived.
 pub fn delivered(status: OrderStatus, parcels: &[FulfillmentStatus]) -> bool {
@@ -235,6 +255,15 @@ mod tests {
         );
         assert_eq!(
             status_after_shipping(&[line(3, 3), line(2, 2)]),
+            OrderStatus::Shipped
+        );
+        let lines = [line(3, 1), line(2, 2)];
+        assert_eq!(
+            status_once_taken(&lines, &[take(&lines[0], 1)]),
+            OrderStatus::PartiallyShipped
+        );
+        assert_eq!(
+            status_once_taken(&lines, &[take(&lines[0], 2)]),
             OrderStatus::Shipped
         );
         use FulfillmentStatus::*;

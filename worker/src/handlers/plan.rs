@@ -639,40 +639,26 @@ fn settle(
         payment_status: next.status,
     });
     let sentence = customer_text::payment_sentence(operation, &order.currency);
-    let entry = |kind, actor_id, actor_role, reason| EntryRow {
+    // The customer's sentence: amounts, never the staff note (which the ledger keeps).
+    writes.entries.push(EntryRow {
         id: Uuid::now_v7(),
         order_id: order.id,
-        kind,
+        kind: EntryKind::PaymentChanged,
         from: None,
         to: order.status,
-        actor_id,
-        actor_role,
-        reason,
+        actor_id: actor.user_id,
+        actor_role: actor.role,
+        reason: Some(sentence.clone()),
         seq: cause.seq,
-    };
-    // The customer's sentence: amounts, never the staff note (which the ledger keeps).
-    writes.entries.push(entry(
-        EntryKind::PaymentChanged,
-        actor.user_id,
-        actor.role,
-        Some(sentence.clone()),
-    ));
-    writes.notifications.push(NotificationRow {
-        id: Uuid::now_v7(),
-        user_id: order.customer_id,
-        order_id: order.id,
-        kind: format!("payment_{}", operation.kind()),
-        message: format!(
-            "Your order {}: {sentence}",
-            customer_text::order_reference(order.id)
-        ),
     });
-    writes.entries.push(entry(
-        EntryKind::Notified,
-        None,
-        ActorKind::System,
-        Some("customer notified".into()),
-    ));
+    let message = told(order, &sentence);
+    notify(
+        order,
+        format!("payment_{}", operation.kind()),
+        message,
+        cause.seq,
+        writes,
+    );
     let event = Envelope::new(
         EventType::PaymentChanged,
         order.id,
@@ -794,23 +780,38 @@ fn apply(order: &mut LockedOrder, change: Change<'_>, writes: &mut Writes) {
         reason: change.reason.clone(),
         seq,
     });
+    let message = format!(
+        "Your order {} is now {}. {sentence}",
+        customer_text::order_reference(order.id),
+        change.to
+    );
+    notify(order, format!("order_{}", change.to), message, seq, writes);
+}
+
+/// What a customer is told of their order: `sentence`, after the order's reference.
+fn told(order: &LockedOrder, sentence: &str) -> String {
+    format!(
+        "Your order {}: {sentence}",
+        customer_text::order_reference(order.id)
+    )
+}
+
+/// Notifies the order's customer (`kind`, `message`) and records in the timeline, at the
+/// order's status as it now is, that they were told.
+fn notify(order: &LockedOrder, kind: String, message: String, seq: i64, writes: &mut Writes) {
     writes.notifications.push(NotificationRow {
         id: Uuid::now_v7(),
         user_id: order.customer_id,
         order_id: order.id,
-        kind: format!("order_{}", change.to),
-        message: format!(
-            "Your order {} is now {}. {sentence}",
-            customer_text::order_reference(order.id),
-            change.to
-        ),
+        kind,
+        message,
     });
     writes.entries.push(EntryRow {
         id: Uuid::now_v7(),
         order_id: order.id,
         kind: EntryKind::Notified,
         from: None,
-        to: change.to,
+        to: order.status,
         actor_id: None,
         actor_role: ActorKind::System,
         reason: Some("customer notified".into()),
@@ -1001,15 +1002,10 @@ impl StockBook {
         Some(line.unit_price_minor)
     }
 
-    /// Units shipped and cancelled over the order's lines.
-    fn shipped_and_cancelled(&self, order_id: Uuid) -> (i32, i32) {
-        self.lines
-            .get(&order_id)
-            .into_iter()
-            .flatten()
-            .fold((0, 0), |(s, c), line| {
-                (s + line.shipped, c + line.cancelled)
-            })
+    /// Units shipped over the order's lines.
+    fn shipped(&self, order_id: Uuid) -> i32 {
+        let lines = self.lines.get(&order_id).into_iter().flatten();
+        lines.map(|line| line.shipped).sum()
     }
 
     /// Every unit not claimed yet is claimed (by a request to ship all that remains).

@@ -3,11 +3,7 @@
 //! every other command. The units go back on sale and the order's total shrinks by their
 //! price; what an authorisation holds beyond it is released.
 
-use axum::{
-    extract::State,
-    http::HeaderMap,
-    response::{IntoResponse, Response},
-};
+use axum::{extract::State, http::HeaderMap, response::Response};
 use common::{
     domain::fulfillment::LineQuantity,
     events::{EventType, UnitsCancelRequested},
@@ -17,12 +13,11 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::commands::{Asks, Queued, enqueue, json};
+use super::commands::{Asks, Queued, enqueue_once, json, units_named};
 use crate::{
     auth::CurrentUser,
     error::{ApiResult, Problem},
     extract::{AppJson, AppPath, parse_value},
-    idempotency::{self, Created},
     middleware::RequestId,
     state::AppState,
     validation::Violations,
@@ -65,9 +60,8 @@ pub async fn cancel_units(
     if let Some(reason) = &body.reason {
         v.length(reason, "reason", 0, 1000);
     }
-    v.check(body.lines.len() <= 100, "lines", "holds at most 100 lines");
+    let units = units_named(&mut v, &body.lines);
     v.finish()?;
-    let units: i32 = body.lines.iter().map(|l| l.quantity.max(0)).sum();
     let queued = Queued {
         kind: EntryKind::CancelRequested,
         event_type: EventType::UnitsCancelRequested,
@@ -81,12 +75,5 @@ pub async fn cancel_units(
             reason: body.reason,
         })?,
     };
-    let cancelling = idempotency::once(state.pool.clone(), user.id, &headers, &raw, |key| {
-        let state = state.clone();
-        async move { enqueue(&state, &user, &request_id, id, queued, key.as_ref()).await }
-    });
-    Ok(match cancelling.await? {
-        Created::Replayed(response) => response,
-        Created::New(accepted) => accepted.into_response(),
-    })
+    enqueue_once(state, user, request_id, id, queued, &headers, &raw).await
 }

@@ -4,7 +4,12 @@
 
 use std::collections::HashMap;
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
 use common::{
     domain::{
         ActorKind, FulfillmentStatus, Money, OrderStatus, Payment, PaymentStatus,
@@ -23,7 +28,7 @@ use crate::{
     detach::detached,
     error::{ApiError, ApiResult, Problem},
     extract::{AppJson, AppPath},
-    idempotency::{self, IdempotencyKey},
+    idempotency::{self, Created, IdempotencyKey},
     middleware::RequestId,
     state::AppState,
     validation::Violations,
@@ -224,6 +229,19 @@ impl Queued {
     }
 }
 
+/// An order has a line per product; a parcel or cancellation names each at most once.
+const MAX_LINES: usize = 100;
+
+/// Checks that a parcel's or a cancellation's `lines` are not more than an order can have;
+/// returns the units they name, in words for the timeline ("1 unit", "3 units").
+pub(super) fn units_named(v: &mut Violations, lines: &[LineQuantity]) -> String {
+    v.check(lines.len() <= MAX_LINES, "lines", "holds at most 100 lines");
+    match lines.iter().map(|line| line.quantity.max(0)).sum::<i32>() {
+        1 => "1 unit".to_owned(),
+        units => format!("{units} units"),
+    }
+}
+
 /// A payload as the envelope carries it.
 pub(super) fn json(payload: impl Serialize) -> ApiResult<serde_json::Value> {
     Ok(serde_json::to_value(payload).map_err(anyhow::Error::from)?)
@@ -249,6 +267,27 @@ pub(super) async fn enqueue(
     metrics::counter!("orderflow_order_commands_total", "command" => label, "outcome" => outcome)
         .increment(1);
     result
+}
+
+/// Queues `queued` once per `Idempotency-Key` (when the request `headers` carry one): the
+/// same key with the same body (`raw`) replays the first answer.
+pub(super) async fn enqueue_once(
+    state: AppState,
+    user: CurrentUser,
+    request_id: String,
+    order_id: Uuid,
+    queued: Queued,
+    headers: &HeaderMap,
+    raw: &serde_json::Value,
+) -> ApiResult<Response> {
+    let queuing = idempotency::once(state.pool.clone(), user.id, headers, raw, |key| {
+        let state = state.clone();
+        async move { enqueue(&state, &user, &request_id, order_id, queued, key.as_ref()).await }
+    });
+    Ok(match queuing.await? {
+        Created::Replayed(response) => response,
+        Created::New(accepted) => accepted.into_response(),
+    })
 }
 
 /// How often a command is re-read and re-checked after another command for the same order
@@ -420,8 +459,9 @@ async fn parcel_status(
     )
 }
 
-/// A parcel that does not fit the order's lines, as the field it is wrong in.
-fn parcel_refusal(refusal: fulfillment::Refusal) -> ApiError {
+/// Units (a parcel, a cancellation) that do not fit the order's lines, as the field they
+/// are wrong in.
+fn units_refusal(refusal: fulfillment::Refusal) -> ApiError {
     let field = match (refusal.line, &refusal.error) {
         (None, _) => "lines".to_owned(),
         (Some(i), UnitsError::UnknownLine | UnitsError::Repeated) => {
@@ -499,21 +539,8 @@ fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<Or
                     format!("An order that is {from} ships no parcels; it must be processing."),
                 ));
             }
-            fulfillment::check_units(&order.lines, lines).map_err(parcel_refusal)?;
-            let claimed: Vec<LineUnits> = order
-                .lines
-                .iter()
-                .map(|line| LineUnits {
-                    taken: line.taken
-                        + lines
-                            .iter()
-                            .filter(|p| p.item_id == line.item_id)
-                            .map(|p| p.quantity)
-                            .sum::<i32>(),
-                    ..line.clone()
-                })
-                .collect();
-            Ok(fulfillment::status_after_shipping(&claimed))
+            fulfillment::check_units(&order.lines, lines).map_err(units_refusal)?;
+            Ok(fulfillment::status_once_taken(&order.lines, lines))
         }
         Asks::CancelUnits(ref lines) => {
             let from = order.projected_status;
@@ -528,7 +555,7 @@ fn check(order: &CommandTarget, asks: &Asks, user: &CurrentUser) -> ApiResult<Or
                     format!("Units of an order that is {from} cannot be cancelled; only {who}."),
                 ));
             }
-            fulfillment::check_units(&order.lines, lines).map_err(parcel_refusal)?;
+            fulfillment::check_units(&order.lines, lines).map_err(units_refusal)?;
             let value: i64 = lines
                 .iter()
                 .map(|line| order.prices[&line.item_id] * i64::from(line.quantity))

@@ -7,7 +7,7 @@ use axum::{
     Json,
     extract::State,
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use chrono::{DateTime, Utc};
 use common::{
@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    commands::{Asks, CommandAccepted, Queued, enqueue, json},
+    commands::{Asks, CommandAccepted, Queued, enqueue, enqueue_once, json, units_named},
     model::find_visible,
 };
 use crate::{
@@ -28,14 +28,10 @@ use crate::{
     detach::detached,
     error::{ApiResult, Problem},
     extract::{AppJson, AppPath, parse_value},
-    idempotency::{self, Created},
     middleware::RequestId,
     state::AppState,
     validation::Violations,
 };
-
-/// An order has a line per product; a parcel names each at most once.
-const MAX_PARCEL_LINES: usize = 100;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,27 +90,15 @@ pub async fn create_fulfillment(
     if let Some(note) = &body.note {
         v.length(note, "note", 0, 1000);
     }
-    v.check(
-        body.lines.len() <= MAX_PARCEL_LINES,
-        "lines",
-        "holds at most 100 lines",
-    );
+    let units = units_named(&mut v, &body.lines);
     v.finish()?;
     let fulfillment_id = Uuid::now_v7();
-    let units: i32 = body.lines.iter().map(|l| l.quantity.max(0)).sum();
     let queued = Queued {
         kind: EntryKind::FulfillmentRequested,
         event_type: EventType::FulfillmentRequested,
-        reason: Some({
-            let units = if units == 1 {
-                "1 unit".to_owned()
-            } else {
-                format!("{units} units")
-            };
-            match &body.note {
-                Some(note) => format!("parcel {tracking_number} with {units}: {note}"),
-                None => format!("parcel {tracking_number} with {units}"),
-            }
+        reason: Some(match &body.note {
+            Some(note) => format!("parcel {tracking_number} with {units}: {note}"),
+            None => format!("parcel {tracking_number} with {units}"),
         }),
         asks: Asks::Parcel {
             id: fulfillment_id,
@@ -128,14 +112,7 @@ pub async fn create_fulfillment(
             note: body.note,
         })?,
     };
-    let shipping = idempotency::once(state.pool.clone(), user.id, &headers, &raw, |key| {
-        let state = state.clone();
-        async move { enqueue(&state, &user, &request_id, id, queued, key.as_ref()).await }
-    });
-    Ok(match shipping.await? {
-        Created::Replayed(response) => response,
-        Created::New(accepted) => accepted.into_response(),
-    })
+    enqueue_once(state, user, request_id, id, queued, &headers, &raw).await
 }
 
 #[utoipa::path(

@@ -7,7 +7,7 @@ use axum::{
     Json,
     extract::State,
     http::{HeaderMap, StatusCode},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use chrono::{DateTime, Utc};
 use common::{
@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    commands::{Asks, CommandAccepted, Queued, enqueue, json},
+    commands::{Asks, CommandAccepted, Queued, enqueue, enqueue_once, json},
     model::{PaymentSummary, find_visible},
 };
 use crate::{
@@ -28,7 +28,6 @@ use crate::{
     detach::detached,
     error::{ApiResult, Problem},
     extract::{AppJson, AppPath, parse_value},
-    idempotency::{self, Created},
     middleware::RequestId,
     state::AppState,
     validation::Violations,
@@ -171,14 +170,7 @@ pub async fn refund_order(
             reason: body.reason,
         })?,
     };
-    let refunding = idempotency::once(state.pool.clone(), user.id, &headers, &raw, |key| {
-        let state = state.clone();
-        async move { enqueue(&state, &user, &request_id, id, queued, key.as_ref()).await }
-    });
-    Ok(match refunding.await? {
-        Created::Replayed(response) => response,
-        Created::New(accepted) => accepted.into_response(),
-    })
+    enqueue_once(state, user, request_id, id, queued, &headers, &raw).await
 }
 
 /// An order's money and every operation on it, oldest first.

@@ -82,6 +82,7 @@ pub async fn update_order(
             OrderStatus::Pending,
             OrderStatus::Confirmed,
             OrderStatus::Processing,
+            OrderStatus::PartiallyShipped,
             OrderStatus::Shipped,
             OrderStatus::Delivered,
         ]

@@ -8,7 +8,8 @@ mod payments;
 pub(crate) mod services;
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -158,6 +159,29 @@ async fn place_orders(
         .await
 }
 
+/// Kills one of `workers` with SIGKILL every half second, in turn, starting a new one in its
+/// place, until `done` is set and at least 5 were killed (for at most 120 s); the kills.
+async fn keep_killing(
+    app: &TestApp,
+    pool: &PgPool,
+    log: &Path,
+    workers: &mut [Option<WorkerProcess>],
+    done: &AtomicBool,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut kills = 0;
+    while (kills < 5 || !done.load(Ordering::SeqCst)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let victim = kills % workers.len();
+        if let Some(worker) = workers[victim].take() {
+            worker.kill_hard().await;
+        }
+        workers[victim] = Some(WorkerProcess::start(app, pool, log));
+        kills += 1;
+    }
+    kills
+}
+
 async fn shop(app: &TestApp, stock: i32) -> TestUser {
     let vendor = app.user(Role::Vendor, "vendor").await;
     app.product(&vendor, "BULK", "1.00", stock).await;
@@ -176,7 +200,6 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
         .map(|_| Some(WorkerProcess::start(&app, &pool, &log)))
         .collect();
     let placing_done = AtomicBool::new(false);
-    let kills = AtomicUsize::new(0);
     let started = Instant::now();
 
     let placing = async {
@@ -184,23 +207,9 @@ async fn killing_workers_mid_flight_loses_no_order_and_confirms_none_twice(pool:
         placing_done.store(true, Ordering::SeqCst);
         ids
     };
-    let killing = async {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while (kills.load(Ordering::SeqCst) < 5 || !placing_done.load(Ordering::SeqCst))
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let victim = kills.load(Ordering::SeqCst) % workers.len();
-            if let Some(worker) = workers[victim].take() {
-                worker.kill_hard().await;
-            }
-            workers[victim] = Some(WorkerProcess::start(&app, &pool, &log));
-            kills.fetch_add(1, Ordering::SeqCst);
-        }
-    };
-    let (ids, ()) = tokio::join!(placing, killing);
+    let killing = keep_killing(&app, &pool, &log, &mut workers, &placing_done);
+    let (ids, kills) = tokio::join!(placing, killing);
     assert_eq!(ids.len(), ORDERS);
-    let kills = kills.load(Ordering::SeqCst);
     assert!(kills >= 5);
 
     wait_until_none_pending(&pool, Duration::from_secs(120)).await;
@@ -320,7 +329,6 @@ async fn parcels_shipped_while_workers_are_killed_ship_every_unit_exactly_once(p
     wait_until_none_pending(&pool, Duration::from_secs(60)).await;
 
     let shipping_done = AtomicBool::new(false);
-    let kills = AtomicUsize::new(0);
     let started = Instant::now();
     let shipping = async {
         stream::iter(&orders)
@@ -346,21 +354,8 @@ async fn parcels_shipped_while_workers_are_killed_ship_every_unit_exactly_once(p
             .await;
         shipping_done.store(true, Ordering::SeqCst);
     };
-    let killing = async {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while (kills.load(Ordering::SeqCst) < 5 || !shipping_done.load(Ordering::SeqCst))
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let victim = kills.load(Ordering::SeqCst) % workers.len();
-            if let Some(worker) = workers[victim].take() {
-                worker.kill_hard().await;
-            }
-            workers[victim] = Some(WorkerProcess::start(&app, &pool, &log));
-            kills.fetch_add(1, Ordering::SeqCst);
-        }
-    };
-    tokio::join!(shipping, killing);
+    let killing = keep_killing(&app, &pool, &log, &mut workers, &shipping_done);
+    let ((), kills) = tokio::join!(shipping, killing);
     wait_until("every order shipped", Duration::from_secs(120), || async {
         scalar(
             &pool,
@@ -420,9 +415,7 @@ async fn parcels_shipped_while_workers_are_killed_ship_every_unit_exactly_once(p
     eprintln!(
         "fault 3b: {ORDERS} orders in 2 parcels each, {} SIGKILLs, {} redeliveries seen, {} \
          duplicates dropped; every unit shipped once in {elapsed:?}",
-        kills.load(Ordering::SeqCst),
-        seen.redelivered,
-        seen.duplicates
+        kills, seen.redelivered, seen.duplicates
     );
 }
 

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use common::{
     domain::{
-        ActorKind, FulfillmentStatus, OrderStatus, customer_text,
-        fulfillment::{self, LineQuantity, LineUnits},
+        FulfillmentStatus, OrderStatus, customer_text,
+        fulfillment::{self, LineQuantity},
     },
     events::{
         Envelope, EventType, FulfillmentChanged, FulfillmentRequested, FulfillmentUpdateRequested,
@@ -21,8 +21,8 @@ use common::{
 use uuid::Uuid;
 
 use super::{
-    Change, EmailRow, EntryRow, LockedOrder, NotificationRow, StockBook, Writes, apply, attempt,
-    provider, standing_refusal,
+    Change, EmailRow, EntryRow, LockedOrder, StockBook, Writes, apply, attempt, notify, provider,
+    standing_refusal, told,
 };
 
 /// A parcel of an order, as stored or as decided in this batch.
@@ -97,7 +97,7 @@ pub(super) fn ship(
     writes: &mut Writes,
 ) -> bool {
     let lines = book.line_units(order.id);
-    let to = fulfillment::status_after_shipping(&after(&lines, &parcel.lines));
+    let to = fulfillment::status_once_taken(&lines, &parcel.lines);
     let refusal = if !order.status.ships_parcels() {
         Some(format!(
             "invalid_transition: an order that is {} ships no parcels",
@@ -199,35 +199,32 @@ pub(super) fn deliver(
     writes: &mut Writes,
 ) -> bool {
     let known = parcels.entry(order.id).or_default();
-    let refusal = match known.iter_mut().find(|p| p.id == update.fulfillment_id) {
-        None => Some("unknown_parcel: no such parcel on this order".to_owned()),
-        Some(parcel) if parcel.status == update.status => Some(format!(
-            "unchanged: the parcel is already {}",
-            parcel.status.as_str()
-        )),
-        Some(parcel) => {
+    let parcel = match known.iter_mut().find(|p| p.id == update.fulfillment_id) {
+        Some(parcel) if parcel.status != update.status => {
             parcel.status = update.status;
-            None
+            parcel.clone()
+        }
+        found => {
+            let reason = match found {
+                None => "unknown_parcel: no such parcel on this order".to_owned(),
+                Some(parcel) => format!(
+                    "unchanged: the parcel is already {}",
+                    parcel.status.as_str()
+                ),
+            };
+            let entry = standing_refusal(order, cause, &cause.actor, reason);
+            writes.entries.push(entry);
+            return false;
         }
     };
-    if let Some(reason) = refusal {
-        let entry = standing_refusal(order, cause, &cause.actor, reason);
-        writes.entries.push(entry);
-        return false;
-    }
     let statuses: Vec<FulfillmentStatus> = known.iter().map(|p| p.status).collect();
-    let parcel = known
-        .iter()
-        .find(|p| p.id == update.fulfillment_id)
-        .cloned()
-        .expect("found above");
-    let to = if fulfillment::delivered(order.status, &statuses) {
+    let changes_status = fulfillment::delivered(order.status, &statuses)
+        && moves(order.status, OrderStatus::Delivered, cause).is_ok();
+    let to = if changes_status {
         OrderStatus::Delivered
     } else {
         order.status
     };
-    let changes_status = to != order.status && moves(order.status, to, cause).is_ok();
-    let to = if changes_status { to } else { order.status };
     announce(order, &parcel, to, !changes_status, cause, writes);
     writes.parcels.push(ParcelRow {
         parcel,
@@ -277,20 +274,6 @@ pub(super) fn deliver_all(
     attempt(order, change, book, writes)
 }
 
-/// `lines` once `parcel` has shipped (for the status it comes to, before it is checked).
-fn after(lines: &[LineUnits], parcel: &[LineQuantity]) -> Vec<LineUnits> {
-    lines
-        .iter()
-        .map(|line| {
-            let asked = parcel.iter().find(|p| p.item_id == line.item_id);
-            LineUnits {
-                taken: line.taken + asked.map_or(0, |p| p.quantity),
-                ..line.clone()
-            }
-        })
-        .collect()
-}
-
 /// Whether the lifecycle lets the command's actor move the order from `from` to `to`
 /// (staying put is no move and always allowed).
 fn moves(from: OrderStatus, to: OrderStatus, cause: &Envelope) -> Result<(), String> {
@@ -332,40 +315,25 @@ fn announce(
             feed_id: None,
         },
     );
-    let entry = |kind, actor_id, actor_role, reason| EntryRow {
+    writes.entries.push(EntryRow {
         id: Uuid::now_v7(),
         order_id: order.id,
-        kind,
+        kind: EntryKind::FulfillmentChanged,
         from: None,
         to: order_status,
-        actor_id,
-        actor_role,
-        reason,
+        actor_id: cause.actor.user_id,
+        actor_role: cause.actor.role,
+        reason: Some(sentence.clone()),
         seq: cause.seq,
-    };
-    writes.entries.push(entry(
-        EntryKind::FulfillmentChanged,
-        cause.actor.user_id,
-        cause.actor.role,
-        Some(sentence.clone()),
-    ));
+    });
     if tell {
-        writes.notifications.push(NotificationRow {
-            id: Uuid::now_v7(),
-            user_id: order.customer_id,
-            order_id: order.id,
-            kind: format!("parcel_{}", parcel.status.as_str()),
-            message: format!(
-                "Your order {}: {sentence}",
-                customer_text::order_reference(order.id)
-            ),
-        });
-        writes.entries.push(entry(
-            EntryKind::Notified,
-            None,
-            ActorKind::System,
-            Some("customer notified".into()),
-        ));
+        notify(
+            order,
+            format!("parcel_{}", parcel.status.as_str()),
+            told(order, &sentence),
+            cause.seq,
+            writes,
+        );
         writes.emails.push(EmailRow {
             id: event.event_id,
             order_id: order.id,

@@ -5,15 +5,15 @@
 //! is `shipped` when some of it shipped, `cancelled` when none did.
 
 use common::{
-    domain::{ActorKind, Money, OrderStatus, customer_text, fulfillment},
+    domain::{Money, OrderStatus, customer_text, fulfillment},
     events::{Envelope, EventType, UnitsCancelRequested, UnitsCancelled},
     timeline::EntryKind,
 };
 use uuid::Uuid;
 
 use super::{
-    Change, EmailRow, EntryRow, LedgerRow, LockedOrder, NotificationRow, StockBook, Writes,
-    attempt, provider, standing_refusal,
+    Change, EmailRow, EntryRow, LedgerRow, LockedOrder, StockBook, Writes, attempt, notify,
+    provider, standing_refusal, told,
 };
 
 /// Cancels the units `request` names; records the refusal (and gives back what the request
@@ -26,37 +26,39 @@ pub(super) fn cancel(
     writes: &mut Writes,
 ) -> bool {
     let lines = book.line_units(order.id);
-    let value: i64 = request
-        .lines
-        .iter()
-        .filter_map(|asked| {
-            let price = book.unit_price(order.id, asked.item_id)?;
-            Some(price * i64::from(asked.quantity.max(0)))
-        })
-        .sum();
-    let refusal = if !order.status.cancels_units(cause.actor.role) {
-        Some(format!(
+    let decided = if !order.status.cancels_units(cause.actor.role) {
+        Err(format!(
             "not_permitted: a {} may not cancel units of an order that is {}",
             cause.actor.role.as_str(),
             order.status
         ))
     } else if let Err(refusal) = fulfillment::check_units(&lines, &request.lines) {
-        Some(format!("{}: {refusal}", refusal.error.code()))
+        Err(format!("{}: {refusal}", refusal.error.code()))
     } else {
+        // Priced only once every line is known to fit what is left of it.
+        let value = request
+            .lines
+            .iter()
+            .filter_map(|asked| {
+                let price = book.unit_price(order.id, asked.item_id)?;
+                Some(price * i64::from(asked.quantity))
+            })
+            .sum();
         order
             .payment()
             .reduce_total(value)
-            .err()
-            .map(|refusal| format!("{}: {refusal}", refusal.code()))
+            .map_err(|refusal| format!("{}: {refusal}", refusal.code()))
     };
-    if let Some(reason) = refusal {
-        tracing::info!(order_id = %order.id, reason, "units cancellation refused");
-        book.give_back(order.id, &request.lines);
-        let entry = standing_refusal(order, cause, &cause.actor, reason);
-        writes.entries.push(entry);
-        return false;
-    }
-    let (payment, released) = order.payment().reduce_total(value).expect("checked above");
+    let (payment, released) = match decided {
+        Ok(reduced) => reduced,
+        Err(reason) => {
+            tracing::info!(order_id = %order.id, reason, "units cancellation refused");
+            book.give_back(order.id, &request.lines);
+            let entry = standing_refusal(order, cause, &cause.actor, reason);
+            writes.entries.push(entry);
+            return false;
+        }
+    };
     book.cancel(order.id, &request.lines);
     order.total_amount_minor = payment.total;
     order.set_payment(payment);
@@ -73,9 +75,8 @@ pub(super) fn cancel(
         });
     }
     let left = fulfillment::status_after_shipping(&book.line_units(order.id));
-    let (shipped, _) = book.shipped_and_cancelled(order.id);
     let to = match left {
-        OrderStatus::Shipped if shipped == 0 => OrderStatus::Cancelled,
+        OrderStatus::Shipped if book.shipped(order.id) == 0 => OrderStatus::Cancelled,
         OrderStatus::Shipped => OrderStatus::Shipped,
         _ => order.status,
     };
@@ -87,8 +88,9 @@ pub(super) fn cancel(
             .clone()
             .or_else(|| Some("every unit cancelled".into()));
         let change = Change::new(cause, to, cause.actor.clone(), reason, None);
-        attempt(order, change, book, writes);
-        provider::after_transition(order, cause, writes);
+        if attempt(order, change, book, writes) {
+            provider::after_transition(order, cause, writes);
+        }
     }
     true
 }
@@ -124,40 +126,25 @@ fn announce(
             feed_id: None,
         },
     );
-    let entry = |kind, actor_id, actor_role, reason| EntryRow {
+    writes.entries.push(EntryRow {
         id: Uuid::now_v7(),
         order_id: order.id,
-        kind,
+        kind: EntryKind::UnitsCancelled,
         from: None,
         to: order_status,
-        actor_id,
-        actor_role,
-        reason,
+        actor_id: cause.actor.user_id,
+        actor_role: cause.actor.role,
+        reason: Some(sentence.clone()),
         seq: cause.seq,
-    };
-    writes.entries.push(entry(
-        EntryKind::UnitsCancelled,
-        cause.actor.user_id,
-        cause.actor.role,
-        Some(sentence.clone()),
-    ));
+    });
     if tell {
-        writes.notifications.push(NotificationRow {
-            id: Uuid::now_v7(),
-            user_id: order.customer_id,
-            order_id: order.id,
-            kind: "units_cancelled".into(),
-            message: format!(
-                "Your order {}: {sentence}",
-                customer_text::order_reference(order.id)
-            ),
-        });
-        writes.entries.push(entry(
-            EntryKind::Notified,
-            None,
-            ActorKind::System,
-            Some("customer notified".into()),
-        ));
+        notify(
+            order,
+            "units_cancelled".into(),
+            told(order, &sentence),
+            cause.seq,
+            writes,
+        );
         writes.emails.push(EmailRow {
             id: event.event_id,
             order_id: order.id,
